@@ -1,0 +1,27 @@
+"""Typed registry errors. The server maps each to an HTTP status in one place."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base class of everything the registry raises on purpose."""
+
+
+class AdapterNotFound(RegistryError):
+    """The adapter, version or alias does not exist (HTTP 404)."""
+
+
+class InvalidAdapter(RegistryError):
+    """An adapter folder failed validation; `problems` lists every reason at once (HTTP 400)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("adapter rejected: " + "; ".join(problems))
+
+
+class InvalidName(RegistryError):
+    """An adapter, alias or reference is not a valid identifier (HTTP 400)."""
+
+
+class Conflict(RegistryError):
+    """The move cannot be made in the registry's current state (HTTP 409)."""

@@ -1,0 +1,334 @@
+"""The adapter registry: immutable versions, movable aliases, and an audit log of every move.
+
+Storage is SQLite (WAL mode) through sqlite-utils. Several processes (gateway, CLI, trainer) share
+one database file; every alias move is one `BEGIN IMMEDIATE` transaction, so moves never interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+from adapters.base_model import BaseModelInfo
+from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter
+from adapters.names import PRODUCTION, AdapterRef, check_alias, check_name
+from adapters.validation import validate_adapter
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- global, never reused: the LoRA id inside vLLM
+    adapter TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    alpha REAL NOT NULL,
+    target_modules TEXT NOT NULL,
+    base_fingerprint TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    parent_version INTEGER,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'ready',
+    created_by TEXT NOT NULL DEFAULT '',
+    UNIQUE (adapter, version)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    adapter TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (adapter, alias)
+);
+CREATE TABLE IF NOT EXISTS alias_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    adapter TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    from_version INTEGER,
+    to_version INTEGER,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+STATUSES = ("ready", "rejected")
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """One immutable registered version."""
+
+    id: int
+    adapter: str
+    version: int
+    path: Path
+    sha256: str
+    rank: int
+    alpha: float
+    target_modules: list[str]
+    base_fingerprint: str
+    created_at: float
+    source: str
+    parent_version: int | None
+    metrics: dict = field(default_factory=dict)
+    status: str = "ready"
+    created_by: str = ""
+
+    @property
+    def lora_name(self) -> str:
+        """The name this version has inside vLLM; unique per version, never reused (invariant 5)."""
+        return f"{self.adapter}@{self.version}"
+
+    @classmethod
+    def from_row(cls, row: dict, root: Path) -> AdapterVersion:
+        return cls(
+            id=row["id"],
+            adapter=row["adapter"],
+            version=row["version"],
+            path=root / row["path"],
+            sha256=row["sha256"],
+            rank=row["rank"],
+            alpha=row["alpha"],
+            target_modules=json.loads(row["target_modules"]),
+            base_fingerprint=row["base_fingerprint"],
+            created_at=row["created_at"],
+            source=row["source"],
+            parent_version=row["parent_version"],
+            metrics=json.loads(row["metrics"]),
+            status=row["status"],
+            created_by=row["created_by"],
+        )
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One recorded alias move: who, when, from, to, why."""
+
+    id: int
+    adapter: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    reason: str
+    at: float
+
+
+class Registry:
+    """Versions, aliases and their history for every adapter of one base model."""
+
+    def __init__(self, db_path: Path, adapters_dir: Path, base: BaseModelInfo | None, max_rank: int = 64):
+        self.adapters_dir = Path(adapters_dir)
+        self.adapters_dir.mkdir(parents=True, exist_ok=True)
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        self.db.conn.executescript(SCHEMA)
+        self.base = base
+        self.max_rank = max_rank
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction that takes the database lock up front (no upgrade deadlocks)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # ---- reading ------------------------------------------------------------------------------
+    def change_token(self) -> tuple[int, int]:
+        """Cheap value that changes whenever a version is added or an alias moves (for pollers)."""
+        row = self.db.conn.execute(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM alias_events), (SELECT COALESCE(MAX(id), 0) FROM versions)"
+        ).fetchone()
+        return row[0], row[1]
+
+    def adapters(self) -> list[str]:
+        return [r[0] for r in self.db.conn.execute("SELECT DISTINCT adapter FROM versions ORDER BY adapter")]
+
+    def versions(self, adapter: str) -> list[AdapterVersion]:
+        rows = self.db.query("SELECT * FROM versions WHERE adapter = ? ORDER BY version", [check_name(adapter)])
+        result = [AdapterVersion.from_row(r, self.adapters_dir) for r in rows]
+        if not result:
+            raise AdapterNotFound(f"adapter {adapter!r} is not registered")
+        return result
+
+    def get_version(self, adapter: str, version: int) -> AdapterVersion:
+        rows = list(
+            self.db.query("SELECT * FROM versions WHERE adapter = ? AND version = ?", [check_name(adapter), version])
+        )
+        if not rows:
+            raise AdapterNotFound(f"adapter {adapter!r} has no version {version}")
+        return AdapterVersion.from_row(rows[0], self.adapters_dir)
+
+    def aliases(self, adapter: str | None = None) -> dict[tuple[str, str], int]:
+        """(adapter, alias) -> version number, for one adapter or all."""
+        sql, args = "SELECT adapter, alias, version FROM aliases", []
+        if adapter is not None:
+            sql, args = sql + " WHERE adapter = ?", [adapter]
+        return {(a, al): v for a, al, v in self.db.conn.execute(sql, args)}
+
+    def alias_version(self, adapter: str, alias: str) -> int | None:
+        row = self.db.conn.execute(
+            "SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]
+        ).fetchone()
+        return row[0] if row else None
+
+    def resolve(self, ref: AdapterRef | str) -> AdapterVersion:
+        """Turn `name`, `name@7` or `name@alias` into the immutable version it names now."""
+        ref = AdapterRef.parse(ref) if isinstance(ref, str) else ref
+        if ref.version is not None:
+            return self.get_version(ref.name, ref.version)
+        version = self.alias_version(ref.name, ref.alias or PRODUCTION)
+        if version is None:
+            if not self.db.conn.execute("SELECT 1 FROM versions WHERE adapter = ?", [ref.name]).fetchone():
+                raise AdapterNotFound(f"adapter {ref.name!r} is not registered")
+            raise AdapterNotFound(f"adapter {ref.name!r} has no {ref.alias!r} version")
+        return self.get_version(ref.name, version)
+
+    def history(self, adapter: str, alias: str | None = None) -> list[AliasEvent]:
+        sql, args = "SELECT * FROM alias_events WHERE adapter = ?", [check_name(adapter)]
+        if alias:
+            sql, args = sql + " AND alias = ?", [*args, alias]
+        return [AliasEvent(**r) for r in self.db.query(sql + " ORDER BY id", args)]
+
+    # ---- writing ------------------------------------------------------------------------------
+    def register(
+        self,
+        adapter: str,
+        source_dir: Path,
+        *,
+        source: str = "uploaded",
+        parent_version: int | None = None,
+        metrics: dict | None = None,
+        status: str = "ready",
+        actor: str = "cli",
+        alias: str | None = None,
+    ) -> AdapterVersion:
+        """Validate `source_dir`, copy it atomically, and record it as the adapter's next version.
+
+        Nothing is written when validation fails. With `alias`, that alias moves to the new version
+        in the same transaction.
+        """
+        check_name(adapter)
+        if status not in STATUSES:
+            raise InvalidAdapter([f"status must be one of {STATUSES}, not {status!r}"])
+        if self.base is None:
+            raise InvalidAdapter(["the base model is not available; run `flywheel model prepare` first"])
+        checked = validate_adapter(Path(source_dir), self.base, self.max_rank)
+        staging = self.adapters_dir / f".staging-{uuid.uuid4().hex}"
+        shutil.copytree(source_dir, staging)
+        try:
+            with self._write() as conn:
+                (last,) = conn.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM versions WHERE adapter = ?", [adapter]
+                ).fetchone()
+                version = last + 1
+                rel = Path(adapter) / f"v{version}"
+                final = self.adapters_dir / rel
+                if final.exists():  # left by a process that died between rename and commit
+                    shutil.rmtree(final)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                staging.rename(final)
+                conn.execute(
+                    "INSERT INTO versions (adapter, version, path, sha256, rank, alpha, target_modules,"
+                    " base_fingerprint, created_at, source, parent_version, metrics, status, created_by)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [adapter, version, str(rel), checked.sha256, checked.rank, checked.alpha,
+                     json.dumps(checked.target_modules), self.base.fingerprint, time.time(), source,
+                     parent_version, json.dumps(metrics or {}), status, actor],
+                )
+                if alias:
+                    self._move(conn, adapter, check_alias(alias), version, actor, f"registered v{version}")
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        logger.info("registered %s@%d (rank %d, %s)", adapter, version, checked.rank, source)
+        return self.get_version(adapter, version)
+
+    def set_metrics(self, adapter: str, version: int, metrics: dict) -> None:
+        """Merge evaluation numbers into a version's metrics (the weights stay immutable)."""
+        current = self.get_version(adapter, version)
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE versions SET metrics = ? WHERE adapter = ? AND version = ?",
+                [json.dumps({**current.metrics, **metrics}), adapter, version],
+            )
+
+    def _move(
+        self, conn: sqlite3.Connection, adapter: str, alias: str, version: int | None, actor: str, reason: str
+    ) -> int | None:
+        row = conn.execute("SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]).fetchone()
+        before = row[0] if row else None
+        if version is None:
+            conn.execute("DELETE FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias])
+        else:
+            conn.execute(
+                "INSERT INTO aliases (adapter, alias, version, updated_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (adapter, alias) DO UPDATE SET version = excluded.version,"
+                " updated_at = excluded.updated_at",
+                [adapter, alias, version, time.time()],
+            )
+        conn.execute(
+            "INSERT INTO alias_events (adapter, alias, from_version, to_version, actor, reason, at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [adapter, alias, before, version, actor, reason, time.time()],
+        )
+        return before
+
+    def set_alias(
+        self, adapter: str, alias: str, version: int, *, actor: str = "cli", reason: str = ""
+    ) -> AliasEvent:
+        """Point `alias` at `version` atomically and record the move. Rejected versions cannot serve."""
+        check_alias(alias)
+        target = self.get_version(adapter, version)
+        if target.status != "ready":
+            raise Conflict(f"{adapter}@{version} is {target.status}; only ready versions can be aliased")
+        with self._write() as conn:
+            before = self._move(conn, adapter, alias, version, actor, reason or f"set {alias}")
+        logger.info("%s: %s moved %s -> %s by %s (%s)", adapter, alias, before, version, actor, reason)
+        return self.history(adapter, alias)[-1]
+
+    def promote(self, adapter: str, version: int | None = None, *, actor: str = "cli", reason: str = "") -> AliasEvent:
+        """Make `version` (default: the current candidate) the production version."""
+        if version is None:
+            version = self.alias_version(check_name(adapter), "candidate")
+            if version is None:
+                raise Conflict(f"adapter {adapter!r} has no candidate to promote; name a version")
+        return self.set_alias(adapter, PRODUCTION, version, actor=actor, reason=reason or "promote")
+
+    def rollback(
+        self, adapter: str, to: int | None = None, *, alias: str = PRODUCTION, actor: str = "cli", reason: str = ""
+    ) -> AliasEvent:
+        """Return `alias` to the version it held before its last move, or to version `to`."""
+        if to is None:
+            events = self.history(adapter, alias)
+            if not events or events[-1].from_version is None:
+                raise Conflict(f"{adapter}: {alias} has no earlier version to roll back to; use --to N")
+            to = events[-1].from_version
+        return self.set_alias(adapter, alias, to, actor=actor, reason=reason or f"rollback to v{to}")
+
+    def remove_alias(self, adapter: str, alias: str, *, actor: str = "cli", reason: str = "") -> None:
+        """Delete a custom alias (recorded like any move)."""
+        if self.alias_version(adapter, check_alias(alias)) is None:
+            raise AdapterNotFound(f"adapter {adapter!r} has no alias {alias!r}")
+        with self._write() as conn:
+            self._move(conn, adapter, alias, None, actor, reason or f"remove {alias}")
