@@ -1,0 +1,276 @@
+"""FeedbackStore: the completion log, ratings and preference pairs, in one SQLite file.
+
+Safe from many threads and several processes: WAL mode lets readers run beside the one writer, each
+process writes through a single BatchWriter thread, and every batch is one `BEGIN IMMEDIATE`
+transaction so writers from different processes queue on SQLite's lock instead of interleaving.
+
+`synchronous=NORMAL` in WAL mode: a commit survives the process crashing, not the machine losing
+power (https://www.sqlite.org/pragma.html#pragma_synchronous); the price of fsync per commit would
+cap group commit far below the 2,000 submissions/s target on this machine's disk.
+
+This class is the storage boundary: exports and stats only use its public methods, so a server
+database could replace SQLite behind the same interface.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from feedback.errors import CompletionNotFound, FeedbackNotFound
+from feedback.pairs import resolve_pair
+from feedback.queries import StoreQueries
+from feedback.records import CompletionRecord, FeedbackRecord, PairRecord, Rating
+from feedback.schema import (
+    COMPLETION_COLUMNS,
+    FEEDBACK_COLUMNS,
+    PAIR_COLUMNS,
+    SCHEMA,
+    completion_from_row,
+    completion_row,
+    feedback_from_row,
+    feedback_row,
+    pair_from_row,
+    pair_row,
+    placeholders,
+)
+from feedback.validation import (
+    MAX_COMMENT_CHARS,
+    MAX_CORRECTION_CHARS,
+    feedback_id_problems,
+    index_problems,
+    raise_if,
+    rating_problems,
+    text_problems,
+)
+from feedback.writer import BatchWriter
+
+BUSY_TIMEOUT_S = 30.0
+
+
+def new_id(prefix: str) -> str:
+    """A server-assigned id: prefix + 24 random hex digits."""
+    return prefix + secrets.token_hex(12)
+
+
+class FeedbackStore(StoreQueries):
+    """Record completions, take ratings and pairs, and read them back for exports and stats."""
+
+    def __init__(self, db_path: Path, *, flush_interval: float = 0.05, max_batch: int = 500):
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        db = sqlite_utils.Database(conn)
+        db.enable_wal()
+        conn.executescript(SCHEMA)
+        self._writer = BatchWriter(conn, flush_interval=flush_interval, max_batch=max_batch)
+        self._write_conn = conn
+        # Completions queued but not yet committed, so feedback can find them at once.
+        self._pending: dict[str, CompletionRecord] = {}
+        self._pending_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _read(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        """Run a query on this thread's own read connection (readers never wait on the writer in WAL)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn.execute(sql, args).fetchall()
+
+    # ---- completion log -------------------------------------------------------------------------
+    def record_completion(self, rec: CompletionRecord) -> None:
+        """Queue a served completion for the log; returns at once, the writer commits it in a batch."""
+        with self._pending_lock:
+            self._pending[rec.id] = rec
+        row = completion_row(rec)
+        values = placeholders(COMPLETION_COLUMNS)
+        sql = f"INSERT OR REPLACE INTO completions ({COMPLETION_COLUMNS}) VALUES ({values})"
+        future = self._writer.submit(lambda conn: conn.execute(sql, row))
+        future.add_done_callback(lambda _: self._forget_pending(rec))
+
+    def _forget_pending(self, rec: CompletionRecord) -> None:
+        with self._pending_lock:
+            if self._pending.get(rec.id) is rec:
+                del self._pending[rec.id]
+
+    def get_completion(self, completion_id: str) -> CompletionRecord:
+        """The completion with this id, committed or still queued; CompletionNotFound if unknown."""
+        # Pending first: a record leaves `_pending` only after its commit, so checking the database
+        # second can never miss one that is in flight.
+        with self._pending_lock:
+            rec = self._pending.get(completion_id)
+        if rec is not None:
+            return rec
+        rows = self._read(f"SELECT {COMPLETION_COLUMNS} FROM completions WHERE id = ?", (completion_id,))
+        if not rows:
+            raise CompletionNotFound(f"no completion with id {completion_id!r}")
+        return completion_from_row(rows[0])
+
+    def delete_completions_older_than(self, seconds: float, *, keep_rated: bool = True) -> int:
+        """Retention: delete completions older than `seconds`; rated ones stay unless keep_rated=False."""
+        cutoff = time.time() - seconds
+        sql = "DELETE FROM completions WHERE created_at < ?"
+        if keep_rated:  # rated completions are training data: the ratings point at their text
+            sql += (
+                " AND id NOT IN (SELECT completion_id FROM feedback)"
+                " AND id NOT IN (SELECT chosen_completion_id FROM pairs"
+                "  WHERE chosen_completion_id IS NOT NULL)"
+                " AND id NOT IN (SELECT rejected_completion_id FROM pairs"
+                "  WHERE rejected_completion_id IS NOT NULL)"
+            )
+        return self._writer.run(lambda conn: conn.execute(sql, (cutoff,)).rowcount)
+
+    # ---- ratings --------------------------------------------------------------------------------
+    def add_feedback(
+        self,
+        completion_id: str,
+        rating: Rating,
+        *,
+        choice_index: int = 0,
+        comment: str | None = None,
+        correction: str | None = None,
+        user: str | None = None,
+        feedback_id: str | None = None,
+    ) -> FeedbackRecord:
+        """Store a rating on one choice; returns once it is committed. Idempotent on `feedback_id`."""
+        raise_if(
+            rating_problems(rating)
+            + index_problems("choice_index", choice_index)
+            + text_problems("comment", comment, MAX_COMMENT_CHARS)
+            + text_problems("correction", correction, MAX_CORRECTION_CHARS)
+            + text_problems("user", user, 256)
+            + feedback_id_problems(feedback_id)
+        )
+        completion = self.get_completion(completion_id)
+        if choice_index not in completion.choice_indexes():
+            raise_if(
+                [
+                    f"choice_index {choice_index} is out of range: the completion has choices"
+                    f" {completion.choice_indexes()}"
+                ]
+            )
+        rec = FeedbackRecord(
+            id=new_id("fb_"), completion_id=completion_id, adapter=completion.adapter,
+            adapter_version=completion.adapter_version, rating=rating, choice_index=choice_index,
+            comment=comment, correction=correction, user=user, created_at=time.time(),
+            feedback_id=feedback_id,
+        )  # fmt: skip
+        return self._writer.run(lambda conn: _insert_feedback(conn, rec))
+
+    # ---- pairs ----------------------------------------------------------------------------------
+    def add_pair(
+        self,
+        *,
+        chosen_completion_id: str | None = None,
+        rejected_completion_id: str | None = None,
+        chosen_choice_index: int = 0,
+        rejected_choice_index: int = 0,
+        prompt: list[dict] | None = None,
+        chosen: str | None = None,
+        rejected: str | None = None,
+        adapter: str | None = None,
+        user: str | None = None,
+        feedback_id: str | None = None,
+    ) -> PairRecord:
+        """Store a preferred and a rejected answer to one prompt, given as two completion ids
+        (+ choice indexes) or as prompt messages + two texts. Idempotent on `feedback_id`."""
+        fields = resolve_pair(
+            self.get_completion, chosen_completion_id=chosen_completion_id,
+            rejected_completion_id=rejected_completion_id, chosen_choice_index=chosen_choice_index,
+            rejected_choice_index=rejected_choice_index, prompt=prompt, chosen=chosen, rejected=rejected,
+            adapter=adapter, user=user, feedback_id=feedback_id,
+        )  # fmt: skip
+        rec = PairRecord(
+            id=new_id("pair_"), created_at=time.time(), user=user, feedback_id=feedback_id, **fields
+        )
+        return self._writer.run(lambda conn: _insert_pair(conn, rec))
+
+    # ---- reading back ---------------------------------------------------------------------------
+    def get_feedback(self, feedback_id: str) -> FeedbackRecord | PairRecord:
+        """A rating (`fb_...`) or pair (`pair_...`) by server id, or by the client's feedback_id."""
+        for columns, table, convert in (
+            (FEEDBACK_COLUMNS, "feedback", feedback_from_row),
+            (PAIR_COLUMNS, "pairs", pair_from_row),
+        ):
+            rows = self._read(
+                f"SELECT {columns} FROM {table} WHERE id = ? OR client_id = ?", (feedback_id,) * 2
+            )
+            if rows:
+                return convert(rows[0])
+        raise FeedbackNotFound(f"no feedback with id {feedback_id!r}")
+
+    def flush(self) -> None:
+        """Block until everything queued so far is committed."""
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Commit everything queued, stop the writer thread and close all connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        self._write_conn.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _insert_feedback(conn: sqlite3.Connection, rec: FeedbackRecord) -> FeedbackRecord:
+    """Insert one rating under the writer's transaction: first-wins on feedback_id, newest-wins per user."""
+    if rec.feedback_id is not None:
+        first = _by_client_id(conn, FEEDBACK_COLUMNS, "feedback", rec.feedback_id, feedback_from_row)
+        if first is not None:
+            return first
+    replaced = False
+    if rec.user is not None:
+        deleted = conn.execute(
+            "DELETE FROM feedback WHERE completion_id = ? AND choice_index = ? AND user = ?",
+            (rec.completion_id, rec.choice_index, rec.user),
+        ).rowcount
+        replaced = deleted > 0
+    rec = FeedbackRecord(**{**rec.__dict__, "replaced": replaced})
+    sql = f"INSERT OR IGNORE INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({placeholders(FEEDBACK_COLUMNS)})"
+    if conn.execute(sql, feedback_row(rec)).rowcount == 0:  # lost a race to another process
+        return _by_client_id(conn, FEEDBACK_COLUMNS, "feedback", rec.feedback_id, feedback_from_row)
+    return rec
+
+
+def _insert_pair(conn: sqlite3.Connection, rec: PairRecord) -> PairRecord:
+    """Insert one pair under the writer's transaction: first-wins on feedback_id."""
+    sql = f"INSERT OR IGNORE INTO pairs ({PAIR_COLUMNS}) VALUES ({placeholders(PAIR_COLUMNS)})"
+    if conn.execute(sql, pair_row(rec)).rowcount == 0:
+        return _by_client_id(conn, PAIR_COLUMNS, "pairs", rec.feedback_id, pair_from_row)
+    return rec
+
+
+def _by_client_id(
+    conn: sqlite3.Connection, columns: str, table: str, client_id: str | None, convert: Callable
+):
+    row = conn.execute(f"SELECT {columns} FROM {table} WHERE client_id = ?", (client_id,)).fetchone()
+    return None if row is None else convert(row)

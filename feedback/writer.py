@@ -1,0 +1,131 @@
+"""The batch writer: one thread that owns the write connection and commits queued work together.
+
+Two kinds of work share one queue, in order:
+- fire-and-forget inserts (the completion log): they wait up to `flush_interval` so that many rows
+  share one transaction and serving never waits on disk;
+- waited operations (feedback): the caller blocks until its operation is committed. Whatever else is
+  queued at that moment rides along in the same transaction (group commit), so thousands of
+  concurrent submissions cost a few dozen commits per second instead of one each.
+
+Each operation runs inside its own SAVEPOINT, so one that raises (a typed error found under the lock)
+is rolled back alone and the rest of the batch still commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Operation = Callable[[sqlite3.Connection], Any]
+
+
+class _Job:
+    __slots__ = ("op", "future", "waited")
+
+    def __init__(self, op: Operation, waited: bool):
+        self.op = op
+        self.future: Future = Future()
+        self.waited = waited
+
+
+class BatchWriter:
+    """Runs queued operations on one connection, many per transaction, in submission order."""
+
+    def __init__(self, conn: sqlite3.Connection, *, flush_interval: float = 0.05, max_batch: int = 500):
+        self._conn = conn
+        self._flush_interval = flush_interval
+        self._max_batch = max_batch
+        self._queue: deque[_Job] = deque()
+        self._waited = 0  # waited jobs in the queue: when > 0, commit now rather than gather more
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: Operation) -> Future:
+        """Queue a fire-and-forget operation; the returned future resolves once it is committed."""
+        return self._put(op, waited=False)
+
+    def run(self, op: Operation, timeout: float | None = 60.0) -> Any:
+        """Queue an operation, block until its transaction commits, and return its result (or raise)."""
+        return self._put(op, waited=True).result(timeout)
+
+    def flush(self, timeout: float | None = 60.0) -> None:
+        """Block until everything queued before this call is committed."""
+        self.run(lambda conn: None, timeout)
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _put(self, op: Operation, waited: bool) -> Future:
+        job = _Job(op, waited)
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the feedback store is closed")
+            self._queue.append(job)
+            self._waited += waited
+            self._cond.notify_all()
+        return job.future
+
+    def _next_batch(self) -> list[_Job] | None:
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if not self._queue:
+                return None  # closing and drained
+            # Only fire-and-forget rows queued: wait a little so they share a transaction.
+            deadline = time.monotonic() + self._flush_interval
+            while not self._closing and not self._waited and len(self._queue) < self._max_batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            self._waited -= sum(job.waited for job in batch)
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        conn = self._conn
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = job.op(conn)
+                except Exception as exc:  # the operation's own failure: undo it alone
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((job, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((job, result, None))
+            conn.execute("COMMIT")
+        except Exception as exc:  # the transaction itself failed (disk full, lock timeout): nothing stored
+            logger.error("feedback batch of %d operations failed: %s", len(batch), exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(job, None, exc) for job in batch]
+        for job, result, exc in outcomes:
+            if exc is None:
+                job.future.set_result(result)
+            else:
+                if not job.waited:
+                    logger.warning("dropped a queued write: %s", exc)
+                job.future.set_exception(exc)
