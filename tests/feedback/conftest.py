@@ -53,3 +53,24 @@ def make_completion() -> Callable[..., CompletionRecord]:
         )
 
     return make
+
+
+@pytest.fixture
+def rate(store: FeedbackStore, make_completion: Callable[..., CompletionRecord]) -> Callable[..., str]:
+    """Record a one-answer completion and rate it; returns the feedback id."""
+
+    def rate(
+        prompt: str,
+        answer: str,
+        rating: str = "up",
+        *,
+        user: str | None = None,
+        correction: str | None = None,
+        adapter: str | None = "bot",
+        version: int | None = 1,
+    ) -> str:
+        rec = make_completion(prompt, answer, adapter=adapter, version=version)
+        store.record_completion(rec)
+        return store.add_feedback(rec.id, rating, user=user, correction=correction).id
+
+    return rate
