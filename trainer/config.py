@@ -1,0 +1,201 @@
+"""The training recipe, the evaluation gate, and the trigger/promotion policies as documented dataclasses.
+
+Every field carries its help text in `metadata["help"]` (as TRL's `dpo_config.py` does), so the CLI and
+the docs can show it. `__post_init__` checks name the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PromotionMode = Literal["manual", "auto", "canary"]
+DpoReference = Literal["base", "start"]
+
+
+def _default_threads() -> int:
+    # Leave one core to the gateway: training must never starve serving (DESIGN.md, invariant 4).
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+@dataclass
+class LoraRecipe:
+    """Shape of a freshly created LoRA adapter; limited to what vLLM can serve."""
+
+    r: int = field(default=16, metadata={"help": "LoRA rank. Must not exceed max_lora_rank."})
+    alpha: float = field(default=32, metadata={"help": "LoRA alpha; the update is scaled by alpha / r."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input during training."})
+    target_modules: tuple[str, ...] = field(
+        default=ALL_PROJECTIONS,
+        metadata={"help": "Module names (last path component) that get a LoRA: attention and MLP projections."},
+    )
+    use_dora: bool = field(default=False, metadata={"help": "DoRA. Always False: vLLM cannot serve DoRA."})
+    max_rank: int = field(default=16, metadata={"help": "Largest rank the engine accepts (Settings.max_lora_rank)."})
+
+    def __post_init__(self) -> None:
+        if self.use_dora:
+            raise ValueError("use_dora: DoRA adapters cannot be served by vLLM; set use_dora=False")
+        if not 1 <= self.r <= self.max_rank:
+            raise ValueError(f"r={self.r} must be between 1 and max_rank={self.max_rank} (FLYWHEEL_MAX_LORA_RANK)")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha={self.alpha} must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if not self.target_modules:
+            raise ValueError("target_modules must name at least one module")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by the SFT, DPO and KTO stages."""
+
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak AdamW learning rate."})
+    warmup: float = field(
+        default=0.03,
+        metadata={"help": "Warmup: a float below 1 is a share of the steps (transformers 5 `warmup_steps`)."},
+    )
+    lr_scheduler: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warmup."})
+    epochs: float = field(default=2.0, metadata={"help": "Passes over each stage's data (ignored with max_steps)."})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Stop each stage after this many optimizer steps. None: use epochs."}
+    )
+    batch_size: int = field(default=4, metadata={"help": "Examples per forward pass."})
+    grad_accumulation: int = field(default=2, metadata={"help": "Forward passes per optimizer step."})
+    gradient_checkpointing: bool = field(
+        default=True, metadata={"help": "Recompute activations in the backward pass to save memory."}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    seed: int = field(default=42, metadata={"help": "Seed for data order, dropout and LoRA init."})
+    max_length: int = field(default=1024, metadata={"help": "Longest prompt + completion in tokens; longer is cut."})
+    num_threads: int = field(
+        default_factory=_default_threads,
+        metadata={"help": "CPU threads for torch. Default: all cores but one, which is left to serving."},
+    )
+    load_in_4bit: bool = field(
+        default=True, metadata={"help": "QLoRA: load the base in 4-bit NF4 with double quantization."}
+    )
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 compute. None: on where the hardware has it."})
+    continue_from_production: bool = field(
+        default=True,
+        metadata={"help": "Start from the production version's weights (its rank and targets); else fresh."},
+    )
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta: how far the policy may move from the reference."})
+    dpo_reference: DpoReference = field(
+        default="base",
+        metadata={"help": "DPO reference: 'base' (adapter disabled) or 'start' (frozen copy of the adapter)."},
+    )
+    kto_beta: float = field(default=0.1, metadata={"help": "KTO beta."})
+    min_pairs_for_dpo: int = field(
+        default=8,
+        metadata={"help": "DPO runs with at least this many pairs; otherwise KTO on unpaired thumbs."},
+    )
+    max_example_chars: int = field(
+        default=32_000, metadata={"help": "A training example longer than this is treated as poisoned data."}
+    )
+
+    def __post_init__(self) -> None:
+        checks = {
+            "learning_rate": self.learning_rate > 0,
+            "warmup": self.warmup >= 0,
+            "epochs": self.epochs > 0,
+            "max_steps": self.max_steps is None or self.max_steps > 0,
+            "batch_size": self.batch_size >= 1,
+            "grad_accumulation": self.grad_accumulation >= 1,
+            "max_length": self.max_length >= 16,
+            "num_threads": self.num_threads >= 1,
+            "dpo_beta": self.dpo_beta > 0,
+            "kto_beta": self.kto_beta > 0,
+            "min_pairs_for_dpo": self.min_pairs_for_dpo >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid TrainConfig values: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
+        if self.dpo_reference not in ("base", "start"):
+            raise ValueError(f"dpo_reference={self.dpo_reference!r} must be 'base' or 'start'")
+
+
+@dataclass
+class GateConfig:
+    """Thresholds a candidate must meet against production before it may become `candidate`."""
+
+    min_preference_win_rate: float = field(
+        default=0.5,
+        metadata={"help": "Share of held-out pairs where the candidate's chosen-rejected margin beats production's."},
+    )
+    max_loglik_drop: float = field(
+        default=0.05,
+        metadata={"help": "Largest allowed drop in mean per-token log-likelihood of held-out up-rated answers."},
+    )
+    max_ppl_increase: float = field(
+        default=0.10,
+        metadata={"help": "Forgetting check: candidate perplexity on general text <= production's * (1 + this)."},
+    )
+    general_text_limit: int | None = field(
+        default=None, metadata={"help": "Use only the first N general-text paragraphs (None: all)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Sequences per evaluation forward pass."})
+    max_length: int = field(default=512, metadata={"help": "Longest evaluated sequence in tokens."})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_preference_win_rate <= 1:
+            raise ValueError(f"min_preference_win_rate={self.min_preference_win_rate} must be in [0, 1]")
+        if self.max_loglik_drop < 0 or self.max_ppl_increase < 0:
+            raise ValueError("max_loglik_drop and max_ppl_increase must be >= 0")
+
+
+@dataclass
+class TriggerPolicy:
+    """When the watcher starts a run for an adapter."""
+
+    min_new_feedback: int | None = field(
+        default=50,
+        metadata={"help": "Run when at least this many usable records arrived since the last run."},
+    )
+    schedule_seconds: float | None = field(
+        default=None,
+        metadata={"help": "Also run when this long has passed since the last run (None: never)."},
+    )
+    min_interval_seconds: float = field(
+        default=600, metadata={"help": "Never start two runs of one adapter closer together than this."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.min_new_feedback is None and self.schedule_seconds is None:
+            raise ValueError("TriggerPolicy needs min_new_feedback or schedule_seconds (or both)")
+        if self.min_new_feedback is not None and self.min_new_feedback < 1:
+            raise ValueError(f"min_new_feedback={self.min_new_feedback} must be >= 1")
+        if self.min_interval_seconds < 0:
+            raise ValueError("min_interval_seconds must be >= 0")
+
+
+@dataclass
+class PromotionPolicy:
+    """What happens to a candidate that passed the gate."""
+
+    mode: PromotionMode = field(
+        default="manual",
+        metadata={"help": "manual: an operator promotes; auto: promote on a passed gate; canary: traffic split."},
+    )
+    canary_share: float = field(
+        default=0.1, metadata={"help": "canary: share of the adapter's traffic sent to the candidate."}
+    )
+    canary_min_feedback: int = field(
+        default=50, metadata={"help": "canary: ratings needed on each version before deciding."}
+    )
+    canary_alpha: float = field(
+        default=0.05,
+        metadata={"help": "canary: significance of the one-sided test 'candidate up-rate is worse'."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("manual", "auto", "canary"):
+            raise ValueError(f"promotion mode {self.mode!r} must be manual, auto or canary")
+        if not 0 < self.canary_share < 1:
+            raise ValueError(f"canary_share={self.canary_share} must be in (0, 1)")
+
+
+def config_dict(*configs: object) -> dict:
+    """The configs as one JSON-ready dict, stored on each version for lineage."""
+    return {type(c).__name__: asdict(c) for c in configs}

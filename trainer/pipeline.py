@@ -1,0 +1,151 @@
+"""The body of a run once the lock is held: plan, train the stages, save, gate, register, promote."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from adapters.registry import AdapterVersion, Registry
+from trainer.dataset import TrainingData
+from trainer.gate import GateResult, evaluate
+from trainer.job import Cancelled, TrainerSettings, production_of, screen_or_raise, version_metrics
+from trainer.progress import RunProgress
+from trainer.qlora import load_tokenizer, load_trainable, save_adapter
+from trainer.runs import RunStore
+from trainer.stages import StagePlan, StageResult, plan_stages, train_dpo, train_kto, train_sft
+
+logger = logging.getLogger(__name__)
+
+STAGES = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto}
+
+
+@dataclass
+class Outcome:
+    """How a run ended, for the runs table."""
+
+    status: str  # succeeded or rejected
+    version: int | None
+    error: str | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+class Pipeline:
+    """Trains one candidate for one adapter and hands it to the registry."""
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        adapter: str,
+        store: RunStore,
+        run_id: int,
+        should_stop: Callable[[], bool] | None = None,
+    ):
+        self.settings = settings
+        self.adapter = adapter
+        self.store = store
+        self.run_id = run_id
+        self.should_stop = should_stop or (lambda: False)
+        self.registry: Registry = settings.registry()
+        self.production = production_of(self.registry, adapter)
+
+    def _check_stop(self) -> None:
+        if self.should_stop():
+            raise Cancelled("stop requested")
+
+    def run(self, data: TrainingData, work: Path, started: float) -> Outcome:
+        """Train, gate and register; returns the outcome (exceptions propagate to the caller)."""
+        config = self.settings.train
+        plan = plan_stages(data.rows("sft"), data.rows("dpo"), data.rows("kto"), config)
+        logger.info("run %d plan for %s: %s", self.run_id, self.adapter, "; ".join(plan.reasons))
+        screen_or_raise(data, plan.preference, config)
+        results, quantized = self._train(data, plan, work / "adapter", work / "trainer")
+        self._check_stop()
+        self.store.update(self.run_id, stage="gate")
+        gate = evaluate(
+            self.settings.model_path,
+            work / "adapter",
+            self.production.path if self.production else None,
+            data.held_out,
+            self.settings.gate,
+            config.num_threads,
+        )
+        self._check_stop()
+        extra = {
+            "gate": gate.metrics,
+            "gate_passed": gate.passed,
+            "gate_reasons": gate.reasons,
+            "plan": list(plan.reasons),
+            "stages": [asdict(r) for r in results],
+            "quantized": quantized,
+            "run_id": self.run_id,
+            "duration_s": round(time.monotonic() - started, 1),
+        }
+        version = self._register(work / "adapter", gate, version_metrics(data, self.settings, extra))
+        self._promote(version, gate)
+        return Outcome(
+            status="succeeded" if gate.passed else "rejected",
+            version=version.version,
+            error=None if gate.passed else "gate: " + "; ".join(gate.reasons),
+            metrics={"gate": gate.metrics, "stages": extra["stages"], "duration_s": extra["duration_s"]},
+        )
+
+    def _train(
+        self, data: TrainingData, plan: StagePlan, adapter_dir: Path, out_dir: Path
+    ) -> tuple[list[StageResult], bool]:
+        config = self.settings.train
+        start_from = self.production.path if (self.production and config.continue_from_production) else None
+        self.store.update(self.run_id, stage="load")
+        tokenizer = load_tokenizer(self.settings.model_path)
+        model, quantized = load_trainable(self.settings.model_path, self.settings.lora, config, start_from)
+        stages = (["sft"] if plan.sft else []) + ([plan.preference] if plan.preference else [])
+        results = []
+        for name in stages:
+            self._check_stop()
+            callback = RunProgress(self.store, self.run_id, name, self.should_stop)
+            results.append(STAGES[name](model, tokenizer, getattr(data, name), config, out_dir, [callback]))
+        self._check_stop()
+        save_adapter(model, adapter_dir)
+        del model
+        gc.collect()
+        return results, quantized
+
+    def _register(self, adapter_dir: Path, gate: GateResult, metrics: dict) -> AdapterVersion:
+        self.store.update(self.run_id, stage="register")
+        version = self.registry.register(
+            self.adapter,
+            adapter_dir,
+            source="trained",
+            parent_version=self.production.version if self.production else None,
+            metrics=metrics,
+            status="ready" if gate.passed else "rejected",
+            actor="trainer",
+            alias="candidate" if gate.passed else None,
+        )
+        logger.info(
+            "run %d registered %s as %s",
+            self.run_id,
+            version.lora_name,
+            "candidate" if gate.passed else "rejected",
+        )
+        return version
+
+    def _promote(self, version: AdapterVersion, gate: GateResult) -> None:
+        policy = self.settings.promotion
+        if not gate.passed or policy.mode == "manual":
+            return
+        if policy.mode == "auto":
+            reason = f"auto: gate passed in run {self.run_id} ({_summary(gate.metrics)})"
+            self.registry.promote(self.adapter, version.version, actor="trainer", reason=reason)
+            return
+        # canary: the gateway splits traffic between production and candidate; the decision is
+        # trainer.promotion.decide_canary, applied by the watcher once both have enough ratings.
+        logger.info("%s is the canary candidate (%.0f%% of traffic)", version.lora_name, policy.canary_share * 100)
+
+
+def _summary(metrics: dict) -> str:
+    keys = ("preference_win_rate", "candidate_answer_loglik", "candidate_ppl", "production_ppl")
+    return ", ".join(f"{k}={metrics[k]}" for k in keys if k in metrics)

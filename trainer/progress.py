@@ -1,0 +1,61 @@
+"""A TrainerCallback that mirrors step and loss into the runs table, and stops training on request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from trainer.runs import RunStore
+
+logger = logging.getLogger(__name__)
+
+
+class RunProgress(TrainerCallback):
+    """Writes `stage`, `step`, `total_steps` and `loss` of one run at most every `min_interval` seconds."""
+
+    def __init__(
+        self,
+        store: RunStore | None,
+        run_id: int | None,
+        stage: str,
+        should_stop: Callable[[], bool] | None = None,
+        min_interval: float = 1.0,
+    ):
+        self.store = store
+        self.run_id = run_id
+        self.stage = stage
+        self.should_stop = should_stop
+        self.min_interval = min_interval
+        self.loss: float | None = None
+        self._last_write = 0.0
+
+    def _write(self, state: TrainerState, force: bool = False) -> None:
+        if self.store is None or self.run_id is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_write < self.min_interval:
+            return
+        self._last_write = now
+        self.store.update(
+            self.run_id, stage=self.stage, step=state.global_step, total_steps=state.max_steps, loss=self.loss
+        )
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw) -> None:
+        self._write(state, force=True)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kw) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+            self._write(state, force=True)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw) -> None:
+        self._write(state)
+        if self.should_stop is not None and self.should_stop():
+            logger.info("stop requested; ending stage %s at step %d", self.stage, state.global_step)
+            control.should_training_stop = True
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw) -> None:
+        self._write(state, force=True)

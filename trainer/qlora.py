@@ -1,0 +1,117 @@
+"""Load the base for training (4-bit NF4 QLoRA, or plain LoRA without 4-bit support) with a LoRA on top."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+
+from trainer.config import LoraRecipe, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_NAME = "default"  # PEFT's name for the adapter we train and save
+
+
+def bf16_available() -> bool:
+    """True when bf16 compute is supported: a bf16-capable GPU, or a CPU (torch runs bf16 there natively)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return True
+
+
+def compute_dtype(config: TrainConfig) -> torch.dtype:
+    """The dtype activations and 4-bit dequantization use."""
+    use_bf16 = bf16_available() if config.bf16 is None else config.bf16
+    return torch.bfloat16 if use_bf16 else torch.float32
+
+
+def load_tokenizer(model_path: Path) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer, with a pad token (some chat models ship without one)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_4bit(model_path: Path, dtype: torch.dtype) -> torch.nn.Module | None:
+    try:
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        return AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=dtype)
+    except (ImportError, RuntimeError, ValueError) as e:
+        logger.warning("4-bit loading is unavailable here (%s); training plain LoRA on the full-precision base", e)
+        return None
+
+
+def load_base(model_path: Path, config: TrainConfig) -> tuple[torch.nn.Module, bool]:
+    """Load the frozen base model; returns (model, quantized). Falls back to full precision with a WARNING."""
+    torch.set_num_threads(config.num_threads)
+    dtype = compute_dtype(config)
+    model = _load_4bit(model_path, dtype) if config.load_in_4bit else None
+    quantized = model is not None
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    if quantized:
+        # Casts norms to fp32 and enables input grads so checkpointed 4-bit layers get gradients.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    else:
+        for param in model.parameters():
+            param.requires_grad_(False)
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()
+    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+    logger.info("loaded base %s (%s, %s)", model_path, "4-bit NF4" if quantized else "full precision", dtype)
+    return model, quantized
+
+
+def lora_config(recipe: LoraRecipe) -> LoraConfig:
+    """The PEFT config of a fresh adapter: plain LoRA, nothing vLLM cannot serve."""
+    return LoraConfig(
+        r=recipe.r,
+        lora_alpha=recipe.alpha,
+        lora_dropout=recipe.dropout,
+        target_modules=list(recipe.target_modules),
+        use_dora=False,
+        modules_to_save=None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_trainable(
+    model_path: Path, recipe: LoraRecipe, config: TrainConfig, start_from: Path | None = None
+) -> tuple[PeftModel, bool]:
+    """Base + a trainable LoRA: fresh from `recipe`, or continued from the adapter folder `start_from`.
+
+    Returns (model, quantized). A continued adapter keeps its own rank and targets.
+    """
+    base, quantized = load_base(model_path, config)
+    torch.manual_seed(config.seed)  # LoRA A init
+    if start_from is None:
+        model = get_peft_model(base, lora_config(recipe), adapter_name=ADAPTER_NAME)
+    else:
+        model = PeftModel.from_pretrained(base, start_from, adapter_name=ADAPTER_NAME, is_trainable=True)
+        logger.info("continuing training from adapter %s", start_from)
+    return model, quantized
+
+
+def lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the trainable LoRA weights (for tests and change checks)."""
+    return {n: p.detach().float().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def save_adapter(model: PeftModel, out_dir: Path) -> Path:
+    """Save only the trained adapter as safetensors; extra adapters (TRL's 'ref') are never written."""
+    for name in list(model.peft_config):
+        if name != ADAPTER_NAME:
+            model.delete_adapter(name)
+    model.save_pretrained(out_dir, selected_adapters=[ADAPTER_NAME], safe_serialization=True)
+    return out_dir

@@ -1,0 +1,274 @@
+"""Training runs and the per-adapter lock, in SQLite (WAL) so the CLI, the watcher and the gateway share them.
+
+The lock row names its holder (pid, host) and carries a heartbeat. It is taken in one `BEGIN IMMEDIATE`
+transaction, so two processes never both see it free. A lock whose holder is dead, or whose heartbeat
+is older than `stale_seconds`, is taken over and the holder's run is marked failed: a trainer killed
+mid-run never leaves a stuck lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    adapter TEXT NOT NULL,
+    status TEXT NOT NULL,              -- queued, running, succeeded, failed, rejected
+    stage TEXT,                        -- export, sft, dpo, kto, gate, register
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER NOT NULL DEFAULT 0,
+    loss REAL,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    pid INTEGER,
+    host TEXT,
+    result_version INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_adapter ON runs (adapter, id);
+CREATE TABLE IF NOT EXISTS locks (
+    adapter TEXT PRIMARY KEY,
+    run_id INTEGER,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    heartbeat_at REAL NOT NULL
+);
+"""
+
+FINISHED = ("succeeded", "failed", "rejected")
+
+
+class LockBusy(RuntimeError):
+    """Another live process is training this adapter."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the runs table."""
+
+    id: int
+    adapter: str
+    status: str
+    stage: str | None
+    step: int
+    total_steps: int
+    loss: float | None
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    pid: int | None = None
+    host: str | None = None
+    result_version: int | None = None
+
+    @classmethod
+    def from_row(cls, row: dict) -> Run:
+        return cls(**{**row, "metrics": json.loads(row["metrics"] or "{}")})
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:  # a killed child that nobody reaped yet is a zombie: dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class RunStore:
+    """The runs table and the per-adapter locks of one trainer database."""
+
+    def __init__(self, db_path: Path, stale_seconds: float = 120.0):
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.stale_seconds = stale_seconds
+        self.host = socket.gethostname()
+        self.db = self._connect()
+        self.db.enable_wal()
+        self.db.conn.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite_utils.Database:
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        return sqlite_utils.Database(conn)
+
+    @contextmanager
+    def _write(self, db: sqlite_utils.Database | None = None) -> Iterator[sqlite3.Connection]:
+        conn = (db or self.db).conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # ---- runs ---------------------------------------------------------------------------------
+    def create(self, adapter: str, status: str = "queued") -> int:
+        """Add a run row and return its id."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (adapter, status, created_at, pid, host) VALUES (?,?,?,?,?)",
+                [adapter, status, time.time(), os.getpid(), self.host],
+            )
+            return int(cur.lastrowid)
+
+    def update(self, run_id: int, **values: object) -> None:
+        """Set columns of one run (metrics given as a dict are stored as JSON)."""
+        if "metrics" in values:
+            values["metrics"] = json.dumps(values["metrics"], default=str)
+        cols = ", ".join(f"{k} = ?" for k in values)
+        with self._write() as conn:
+            conn.execute(f"UPDATE runs SET {cols} WHERE id = ?", [*values.values(), run_id])
+
+    def finish(self, run_id: int, status: str, *, error: str | None = None, **values: object) -> None:
+        """Mark a run finished with `status` (succeeded, failed, rejected)."""
+        if status not in FINISHED:
+            raise ValueError(f"{status!r} is not a finished status {FINISHED}")
+        self.update(run_id, status=status, error=error, finished_at=time.time(), **values)
+        logger.info("run %d finished: %s%s", run_id, status, f" ({error})" if error else "")
+
+    def get(self, run_id: int) -> Run:
+        """One run by id; KeyError when absent."""
+        rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+        if not rows:
+            raise KeyError(run_id)
+        return Run.from_row(rows[0])
+
+    def list(self, adapter: str | None = None, limit: int = 50) -> list[Run]:
+        """Newest runs first, for one adapter or all."""
+        sql, args = "SELECT * FROM runs", []
+        if adapter:
+            sql, args = sql + " WHERE adapter = ?", [adapter]
+        rows = self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+        return [Run.from_row(r) for r in rows]
+
+    def last_started(self, adapter: str) -> float | None:
+        """When the adapter's latest run started (any outcome), or None."""
+        row = self.db.conn.execute(
+            "SELECT MAX(COALESCE(started_at, created_at)) FROM runs WHERE adapter = ?", [adapter]
+        ).fetchone()
+        return row[0] if row else None
+
+    def adapters(self) -> list[str]:
+        """Adapters that have at least one run."""
+        return [r[0] for r in self.db.conn.execute("SELECT DISTINCT adapter FROM runs ORDER BY adapter")]
+
+    def recover_orphans(self) -> int:
+        """Mark running runs of dead processes on this host as failed; returns how many."""
+        rows = self.db.conn.execute(
+            "SELECT id, pid FROM runs WHERE status IN ('queued', 'running') AND host = ?", [self.host]
+        ).fetchall()
+        dead = [run_id for run_id, pid in rows if pid is not None and not pid_alive(pid)]
+        for run_id in dead:
+            self.finish(run_id, "failed", error="trainer process died mid-run")
+        return len(dead)
+
+    # ---- lock ---------------------------------------------------------------------------------
+    def _holder_gone(self, row: tuple) -> bool:
+        _, pid, host, heartbeat_at = row
+        if time.time() - heartbeat_at > self.stale_seconds:
+            return True
+        return host == self.host and not pid_alive(pid)
+
+    def acquire(self, adapter: str) -> int:
+        """Take the adapter's lock and create its running run in one transaction; return the run id.
+
+        Raises LockBusy when a live holder has the lock. A dead or stale holder's run is marked failed.
+        """
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT run_id, pid, host, heartbeat_at FROM locks WHERE adapter = ?", [adapter]
+            ).fetchone()
+            if row is not None and not self._holder_gone(row):
+                raise LockBusy(f"adapter {adapter!r} is being trained by run {row[0]} (pid {row[1]} on {row[2]})")
+            if row is not None:
+                logger.warning("recovering the lock of %s from dead or stale pid %s (run %s)", adapter, row[1], row[0])
+                conn.execute(
+                    "UPDATE runs SET status = 'failed', error = ?, finished_at = ?"
+                    " WHERE id = ? AND status IN ('queued', 'running')",
+                    [f"trainer process {row[1]} died mid-run; lock recovered", now, row[0]],
+                )
+            cur = conn.execute(
+                "INSERT INTO runs (adapter, status, created_at, started_at, pid, host) VALUES (?,?,?,?,?,?)",
+                [adapter, "running", now, now, os.getpid(), self.host],
+            )
+            run_id = int(cur.lastrowid)
+            conn.execute(
+                "INSERT OR REPLACE INTO locks (adapter, run_id, pid, host, heartbeat_at) VALUES (?,?,?,?,?)",
+                [adapter, run_id, os.getpid(), self.host, now],
+            )
+        logger.info("run %d started for %s (pid %d)", run_id, adapter, os.getpid())
+        return run_id
+
+    def heartbeat(self, adapter: str, db: sqlite_utils.Database | None = None) -> None:
+        """Refresh this process's lock so it does not look stale."""
+        with self._write(db) as conn:
+            conn.execute(
+                "UPDATE locks SET heartbeat_at = ? WHERE adapter = ? AND pid = ? AND host = ?",
+                [time.time(), adapter, os.getpid(), self.host],
+            )
+
+    def release(self, adapter: str) -> None:
+        """Drop this process's lock (a lock held by someone else is left alone)."""
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM locks WHERE adapter = ? AND pid = ? AND host = ?",
+                [adapter, os.getpid(), self.host],
+            )
+
+    def lock_holder(self, adapter: str) -> dict | None:
+        """The lock row of an adapter, or None when free."""
+        rows = list(self.db.query("SELECT * FROM locks WHERE adapter = ?", [adapter]))
+        return rows[0] if rows else None
+
+    @contextmanager
+    def running(self, adapter: str) -> Iterator[int]:
+        """Hold the adapter's lock and a new running run for the block (yields the run id).
+
+        A heartbeat thread keeps the lock fresh, so long steps never look stale.
+        """
+        run_id = self.acquire(adapter)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._beat, args=(adapter, stop), name=f"lock-{adapter}", daemon=True)
+        thread.start()
+        try:
+            yield run_id
+        finally:
+            stop.set()
+            thread.join()
+            self.release(adapter)
+
+    def _beat(self, adapter: str, stop: threading.Event) -> None:
+        db = self._connect()  # sqlite connections are not shared across threads
+        try:
+            while not stop.wait(max(1.0, self.stale_seconds / 4)):
+                try:
+                    self.heartbeat(adapter, db)
+                except sqlite3.Error as e:
+                    logger.warning("lock heartbeat for %s failed: %s", adapter, e)
+        finally:
+            db.conn.close()
