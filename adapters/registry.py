@@ -6,13 +6,15 @@ one database file; every alias move is one `BEGIN IMMEDIATE` transaction, so mov
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ import sqlite_utils
 
 from adapters.base_model import BaseModelInfo
 from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter
-from adapters.names import PRODUCTION, AdapterRef, check_alias, check_name
+from adapters.names import CANDIDATE, PRODUCTION, AdapterRef, check_alias, check_name
 from adapters.validation import validate_adapter
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,17 @@ CREATE TABLE IF NOT EXISTS alias_events (
 """
 
 STATUSES = ("ready", "rejected")
+
+
+def _locked(method: Callable) -> Callable:
+    """Serialise use of the one SQLite connection across threads (gateway threads, admin uploads)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Registry, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -140,20 +153,23 @@ class Registry:
         self.db.conn.executescript(SCHEMA)
         self.base = base
         self.max_rank = max_rank
+        self._lock = threading.RLock()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction that takes the database lock up front (no upgrade deadlocks)."""
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     # ---- reading ------------------------------------------------------------------------------
+    @_locked
     def change_token(self) -> tuple[int, int]:
         """Cheap value that changes whenever a version is added or an alias moves (for pollers)."""
         row = self.db.conn.execute(
@@ -161,9 +177,11 @@ class Registry:
         ).fetchone()
         return row[0], row[1]
 
+    @_locked
     def adapters(self) -> list[str]:
         return [r[0] for r in self.db.conn.execute("SELECT DISTINCT adapter FROM versions ORDER BY adapter")]
 
+    @_locked
     def versions(self, adapter: str) -> list[AdapterVersion]:
         rows = self.db.query("SELECT * FROM versions WHERE adapter = ? ORDER BY version", [check_name(adapter)])
         result = [AdapterVersion.from_row(r, self.adapters_dir) for r in rows]
@@ -171,6 +189,7 @@ class Registry:
             raise AdapterNotFound(f"adapter {adapter!r} is not registered")
         return result
 
+    @_locked
     def get_version(self, adapter: str, version: int) -> AdapterVersion:
         rows = list(
             self.db.query("SELECT * FROM versions WHERE adapter = ? AND version = ?", [check_name(adapter), version])
@@ -179,6 +198,7 @@ class Registry:
             raise AdapterNotFound(f"adapter {adapter!r} has no version {version}")
         return AdapterVersion.from_row(rows[0], self.adapters_dir)
 
+    @_locked
     def aliases(self, adapter: str | None = None) -> dict[tuple[str, str], int]:
         """(adapter, alias) -> version number, for one adapter or all."""
         sql, args = "SELECT adapter, alias, version FROM aliases", []
@@ -186,12 +206,14 @@ class Registry:
             sql, args = sql + " WHERE adapter = ?", [adapter]
         return {(a, al): v for a, al, v in self.db.conn.execute(sql, args)}
 
+    @_locked
     def alias_version(self, adapter: str, alias: str) -> int | None:
         row = self.db.conn.execute(
             "SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]
         ).fetchone()
         return row[0] if row else None
 
+    @_locked
     def resolve(self, ref: AdapterRef | str) -> AdapterVersion:
         """Turn `name`, `name@7` or `name@alias` into the immutable version it names now."""
         ref = AdapterRef.parse(ref) if isinstance(ref, str) else ref
@@ -204,6 +226,7 @@ class Registry:
             raise AdapterNotFound(f"adapter {ref.name!r} has no {ref.alias!r} version")
         return self.get_version(ref.name, version)
 
+    @_locked
     def history(self, adapter: str, alias: str | None = None) -> list[AliasEvent]:
         sql, args = "SELECT * FROM alias_events WHERE adapter = ?", [check_name(adapter)]
         if alias:
@@ -264,6 +287,7 @@ class Registry:
         logger.info("registered %s@%d (rank %d, %s)", adapter, version, checked.rank, source)
         return self.get_version(adapter, version)
 
+    @_locked
     def set_metrics(self, adapter: str, version: int, metrics: dict) -> None:
         """Merge evaluation numbers into a version's metrics (the weights stay immutable)."""
         current = self.get_version(adapter, version)
@@ -294,6 +318,7 @@ class Registry:
         )
         return before
 
+    @_locked
     def set_alias(
         self, adapter: str, alias: str, version: int, *, actor: str = "cli", reason: str = ""
     ) -> AliasEvent:
@@ -307,25 +332,39 @@ class Registry:
         logger.info("%s: %s moved %s -> %s by %s (%s)", adapter, alias, before, version, actor, reason)
         return self.history(adapter, alias)[-1]
 
+    @_locked
+    def promote_target(self, adapter: str) -> int:
+        """The version a bare promote moves to production: the current candidate."""
+        version = self.alias_version(check_name(adapter), CANDIDATE)
+        if version is None:
+            self.versions(adapter)  # AdapterNotFound for an unknown adapter
+            raise Conflict(f"adapter {adapter!r} has no candidate to promote; name a version")
+        return version
+
+    @_locked
+    def rollback_target(self, adapter: str, alias: str = PRODUCTION) -> int:
+        """The version `alias` held before its last move."""
+        events = self.history(adapter, alias)
+        if not events or events[-1].from_version is None:
+            self.versions(adapter)
+            raise Conflict(f"{adapter}: {alias} has no earlier version to roll back to; name one with --to N")
+        return events[-1].from_version
+
+    @_locked
     def promote(self, adapter: str, version: int | None = None, *, actor: str = "cli", reason: str = "") -> AliasEvent:
         """Make `version` (default: the current candidate) the production version."""
-        if version is None:
-            version = self.alias_version(check_name(adapter), "candidate")
-            if version is None:
-                raise Conflict(f"adapter {adapter!r} has no candidate to promote; name a version")
+        version = self.promote_target(adapter) if version is None else version
         return self.set_alias(adapter, PRODUCTION, version, actor=actor, reason=reason or "promote")
 
+    @_locked
     def rollback(
         self, adapter: str, to: int | None = None, *, alias: str = PRODUCTION, actor: str = "cli", reason: str = ""
     ) -> AliasEvent:
         """Return `alias` to the version it held before its last move, or to version `to`."""
-        if to is None:
-            events = self.history(adapter, alias)
-            if not events or events[-1].from_version is None:
-                raise Conflict(f"{adapter}: {alias} has no earlier version to roll back to; use --to N")
-            to = events[-1].from_version
+        to = self.rollback_target(adapter, alias) if to is None else to
         return self.set_alias(adapter, alias, to, actor=actor, reason=reason or f"rollback to v{to}")
 
+    @_locked
     def remove_alias(self, adapter: str, alias: str, *, actor: str = "cli", reason: str = "") -> None:
         """Delete a custom alias (recorded like any move)."""
         if self.alias_version(adapter, check_alias(alias)) is None:

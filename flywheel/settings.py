@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     max_loras: int = Field(4, ge=1, description="Adapters vLLM batches together in one step.")
     max_cpu_loras: int = Field(16, ge=1, description="Adapters vLLM keeps loaded in host memory (LRU cache).")
     max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the engine (and the registry) accepts.")
-    kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE on CPU).")
+    kv_cache_gib: int = Field(2, ge=1, description="KV cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE on CPU).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may use (GPU only).")
     max_num_seqs: int = Field(64, ge=1, description="Sequences vLLM schedules in one step.")
     max_inflight_requests: int = Field(

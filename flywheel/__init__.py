@@ -1,0 +1,1 @@
+"""Flywheel: entry points (CLI) and the one Settings object."""

@@ -1,0 +1,244 @@
+"""The `flywheel` command line: serve, prepare the model, operate adapters, feedback and training.
+
+Settings are built here, once per command, from FLYWHEEL_* environment variables and `.env`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flywheel.settings import Settings
+
+console = Console()
+app = typer.Typer(help="Flywheel: an OpenAI-compatible LoRA gateway on vLLM that learns from feedback.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+model_app = typer.Typer(help="Prepare or inspect the base model.", no_args_is_help=True)
+adapters_app = typer.Typer(help="Register, inspect, promote and roll back adapter versions.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(adapters_app, name="adapters")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as e:  # pydantic's message names the FLYWHEEL_ variable
+        raise typer.BadParameter(f"invalid settings: {e}") from None
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _registry(settings: Settings):
+    from adapters.base_model import BaseModelInfo
+    from adapters.registry import Registry
+    from flywheel.default_model import ModelUnavailable, check_model_dir
+
+    try:
+        base = BaseModelInfo.from_dir(check_model_dir(settings.resolved_model_path))
+    except (ModelUnavailable, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    return Registry(settings.registry_db, settings.adapters_dir, base, settings.max_lora_rank)
+
+
+# ---- model ------------------------------------------------------------------------------------
+@model_app.command("prepare")
+def model_prepare(force: bool = typer.Option(False, help="Rebuild even if the model directory exists.")) -> None:
+    """Turn the shipped SmolLM2-135M-Instruct GGUF into a safetensors directory under the data dir (once)."""
+    from flywheel.default_model import ModelUnavailable, prepare_default_model
+
+    settings = _settings()
+    if settings.model_path is not None:
+        console.print(f"FLYWHEEL_MODEL_PATH is set ({settings.model_path}); nothing to prepare.")
+        return
+    try:
+        path = prepare_default_model(settings.default_model_dir, force=force)
+    except ModelUnavailable as e:
+        _fail(str(e))
+    console.print(f"default model ready at [bold]{path}[/bold]")
+
+
+# ---- serve ------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Bind address (default FLYWHEEL_HOST, 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default FLYWHEEL_PORT, 8000)."),
+    trainer: bool = typer.Option(True, help="Also start the trainer watcher in its own process."),
+) -> None:
+    """Start the gateway (vLLM engine + OpenAI-compatible API) and, by default, the trainer watcher."""
+    import uvicorn
+
+    from flywheel.default_model import ModelUnavailable, check_model_dir, prepare_default_model
+    from server.app import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides) if overrides else _settings()
+    try:
+        settings.check_bind()
+        if settings.model_path is None:
+            prepare_default_model(settings.default_model_dir)
+        check_model_dir(settings.resolved_model_path)
+    except (ValueError, ModelUnavailable) as e:
+        _fail(str(e))
+    watcher = None
+    if trainer:
+        watcher = subprocess.Popen([sys.executable, "-m", "flywheel", "train", "--watch"])
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        if watcher is not None:
+            watcher.terminate()
+            watcher.wait(timeout=30)
+
+
+# ---- adapters ---------------------------------------------------------------------------------
+@adapters_app.command("list")
+def adapters_list() -> None:
+    """Every adapter with its aliases and latest version."""
+    registry = _registry(_settings())
+    table = Table("adapter", "production", "candidate", "other aliases", "versions", "latest")
+    for name in registry.adapters():
+        aliases = {alias: v for (_, alias), v in registry.aliases(name).items()}
+        versions = registry.versions(name)
+        others = ", ".join(f"{a}=v{v}" for a, v in aliases.items() if a not in ("production", "candidate"))
+        table.add_row(name, _v(aliases.get("production")), _v(aliases.get("candidate")), others or "-",
+                      str(len(versions)), f"v{versions[-1].version} ({versions[-1].status})")
+    console.print(table)
+
+
+def _v(version: int | None) -> str:
+    return f"v{version}" if version else "-"
+
+
+@adapters_app.command("show")
+def adapters_show(name: str = typer.Argument(..., help="Adapter name.")) -> None:
+    """Every version of one adapter: rank, source, status, metrics, aliases."""
+    registry = _registry(_settings())
+    with _registry_errors():
+        versions = registry.versions(name)
+        aliases = registry.aliases(name)
+    table = Table("version", "aliases", "status", "source", "parent", "rank", "created", "sha256", "metrics")
+    for v in versions:
+        held = ", ".join(a for (_, a), n in aliases.items() if n == v.version)
+        metrics = ", ".join(f"{k}={val:.3g}" if isinstance(val, float) else f"{k}={val}"
+                            for k, val in v.metrics.items() if not isinstance(val, list | dict))
+        table.add_row(f"v{v.version}", held or "-", v.status, v.source, _v(v.parent_version), str(v.rank),
+                      _when(v.created_at), v.sha256[:12], metrics[:80] or "-")
+    console.print(table)
+
+
+@adapters_app.command("register")
+def adapters_register(
+    name: str = typer.Argument(..., help="Adapter name (letters, digits, '-', '_')."),
+    path: Path = typer.Argument(..., help="Folder with adapter_config.json and adapter_model.safetensors."),
+    alias: str = typer.Option(None, help="Point this alias (e.g. production) at the new version."),
+) -> None:
+    """Validate a PEFT LoRA folder and register it as the adapter's next immutable version."""
+    registry = _registry(_settings())
+    with _registry_errors():
+        version = registry.register(name, path, actor="cli", alias=alias)
+    console.print(f"registered [bold]{version.lora_name}[/bold] (rank {version.rank}, sha256 {version.sha256[:12]})")
+
+
+@adapters_app.command("promote")
+def adapters_promote(
+    name: str = typer.Argument(..., help="Adapter name."),
+    version: int = typer.Option(None, "--version", "-v", help="Version to promote (default: the candidate)."),
+    reason: str = typer.Option("", help="Why; recorded in the history."),
+) -> None:
+    """Make a version the production version; a running gateway serves it within seconds."""
+    registry = _registry(_settings())
+    with _registry_errors():
+        event = registry.promote(name, version, actor="cli", reason=reason)
+    console.print(f"{name}: production v{event.from_version} -> v{event.to_version}")
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(
+    name: str = typer.Argument(..., help="Adapter name."),
+    to: int = typer.Option(None, "--to", help="Version to return to (default: the one held before)."),
+    alias: str = typer.Option("production", help="Alias to roll back."),
+    reason: str = typer.Option("", help="Why; recorded in the history."),
+) -> None:
+    """Return production (or another alias) to its previous version, or to --to N."""
+    registry = _registry(_settings())
+    with _registry_errors():
+        event = registry.rollback(name, to, alias=alias, actor="cli", reason=reason)
+    console.print(f"{name}: {alias} v{event.from_version} -> v{event.to_version}")
+
+
+@adapters_app.command("alias")
+def adapters_alias(
+    name: str = typer.Argument(..., help="Adapter name."),
+    alias: str = typer.Argument(..., help="Alias to move (e.g. candidate, beta)."),
+    version: int = typer.Argument(..., help="Version it should point to."),
+    reason: str = typer.Option("", help="Why; recorded in the history."),
+) -> None:
+    """Point any alias at a version."""
+    registry = _registry(_settings())
+    with _registry_errors():
+        event = registry.set_alias(name, alias, version, actor="cli", reason=reason)
+    console.print(f"{name}: {alias} {_v(event.from_version)} -> v{event.to_version}")
+
+
+@adapters_app.command("history")
+def adapters_history(name: str = typer.Argument(..., help="Adapter name.")) -> None:
+    """Every alias move of an adapter: when, who, from, to, why."""
+    registry = _registry(_settings())
+    with _registry_errors():
+        registry.versions(name)
+        events = registry.history(name)
+    table = Table("when", "alias", "from", "to", "who", "why")
+    for e in events:
+        table.add_row(_when(e.at), e.alias, _v(e.from_version), _v(e.to_version), e.actor, e.reason)
+    console.print(table)
+
+
+@contextmanager
+def _registry_errors() -> Iterator[None]:
+    """Print registry errors as one clear line (with every validation problem) and exit 1."""
+    from adapters.errors import InvalidAdapter, RegistryError
+
+    try:
+        yield
+    except InvalidAdapter as e:
+        console.print("[red]error:[/red] adapter rejected, nothing was registered:")
+        for problem in e.problems:
+            console.print(f"  - {problem}")
+        raise typer.Exit(1) from None
+    except RegistryError as e:
+        _fail(str(e))
+
+
+def _mount_optional(module: str, name: str, help_text: str) -> None:
+    """Mount a sub-app that lives in another package (feedback, trainer)."""
+    try:
+        sub = __import__(module, fromlist=["app"]).app
+    except ImportError as e:  # keep the rest of the CLI usable while a package is broken
+        logging.getLogger(__name__).warning("`flywheel %s` unavailable: %s", name, e)
+        return
+    app.add_typer(sub, name=name, help=help_text)
+
+
+_mount_optional("feedback.cli", "feedback", "Export training sets from feedback and show rating statistics.")
+_mount_optional("trainer.cli", "train", "Train new adapter versions from feedback (once, or --watch).")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()

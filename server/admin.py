@@ -1,0 +1,54 @@
+"""Operator actions on a running gateway: load first, then move the alias, then serve it at once."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from adapters.names import PRODUCTION, check_alias, check_name
+from adapters.registry import AdapterVersion, AliasEvent, Registry
+from adapters.validation import CONFIG_FILE, WEIGHTS_FILE
+from server.resolver import AdapterResolver
+
+
+class AdminService:
+    """Promote, roll back, move aliases and register uploads; a version that fails to load never moves an alias."""
+
+    def __init__(self, registry: Registry, resolver: AdapterResolver):
+        self.registry = registry
+        self.resolver = resolver
+
+    async def _move(self, adapter: str, alias: str, version: int, actor: str, reason: str) -> AliasEvent:
+        target = self.registry.get_version(adapter, version)
+        await self.resolver.ensure_loaded(target)  # raises AdapterLoadFailed: the alias stays put
+        event = self.registry.set_alias(adapter, alias, version, actor=actor, reason=reason)
+        await self.resolver.refresh()
+        return event
+
+    async def promote(self, adapter: str, version: int | None, actor: str, reason: str) -> AliasEvent:
+        if version is None:
+            version = self.registry.promote_target(adapter)
+        return await self._move(adapter, PRODUCTION, version, actor, reason or "promote")
+
+    async def rollback(self, adapter: str, to: int | None, alias: str, actor: str, reason: str) -> AliasEvent:
+        if to is None:
+            to = self.registry.rollback_target(adapter, alias)
+        return await self._move(adapter, check_alias(alias), to, actor, reason or f"rollback to v{to}")
+
+    async def set_alias(self, adapter: str, alias: str, version: int, actor: str, reason: str) -> AliasEvent:
+        return await self._move(adapter, check_alias(alias), version, actor, reason or f"set {alias}")
+
+    async def register_upload(
+        self, adapter: str, config: bytes, weights: bytes, alias: str | None, actor: str
+    ) -> AdapterVersion:
+        """Register an adapter uploaded as its two files (requests never carry paths)."""
+        check_name(adapter)
+        with tempfile.TemporaryDirectory(prefix="flywheel-upload-") as tmp:
+            folder = Path(tmp)
+            (folder / CONFIG_FILE).write_bytes(config)
+            (folder / WEIGHTS_FILE).write_bytes(weights)
+            version = await asyncio.to_thread(self.registry.register, adapter, folder, actor=actor)
+        if alias:
+            await self.set_alias(adapter, alias, version.version, actor, f"registered v{version.version}")
+        return version

@@ -1,0 +1,69 @@
+"""Wire types of the /admin API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.registry import AdapterVersion, AliasEvent
+
+
+class AliasMove(BaseModel):
+    """Body of promote / rollback / alias moves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(None, ge=1, description="Target version; promote defaults to the candidate.")
+    reason: str = Field("", max_length=1000)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: int | None = Field(None, ge=1, description="Version to return to; default: the one held before.")
+    alias: str = "production"
+    reason: str = Field("", max_length=1000)
+
+
+class VersionOut(BaseModel):
+    adapter: str
+    version: int
+    sha256: str
+    rank: int
+    alpha: float
+    target_modules: list[str]
+    base_fingerprint: str
+    created_at: float
+    source: str
+    parent_version: int | None
+    metrics: dict
+    status: str
+    created_by: str
+    aliases: list[str] = []
+
+    @classmethod
+    def of(cls, v: AdapterVersion, aliases: list[str] | None = None) -> VersionOut:
+        return cls(adapter=v.adapter, version=v.version, sha256=v.sha256, rank=v.rank, alpha=v.alpha,
+                   target_modules=v.target_modules, base_fingerprint=v.base_fingerprint, created_at=v.created_at,
+                   source=v.source, parent_version=v.parent_version, metrics=v.metrics, status=v.status,
+                   created_by=v.created_by, aliases=aliases or [])
+
+
+class AdapterOut(BaseModel):
+    name: str
+    aliases: dict[str, int]
+    versions: list[VersionOut]
+
+
+class EventOut(BaseModel):
+    adapter: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    reason: str
+    at: float
+
+    @classmethod
+    def of(cls, e: AliasEvent) -> EventOut:
+        return cls(adapter=e.adapter, alias=e.alias, from_version=e.from_version, to_version=e.to_version,
+                   actor=e.actor, reason=e.reason, at=e.at)

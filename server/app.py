@@ -1,0 +1,90 @@
+"""The FastAPI application: wiring only. `create_app(settings)` is the one place the gateway is assembled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from adapters.base_model import BaseModelInfo
+from adapters.registry import Registry
+from feedback.store import FeedbackStore
+from flywheel.settings import Settings
+from server.chat import ChatHandler
+from server.engine import Engine, Sampling
+from server.errors import install_error_handlers
+from server.metrics import Metrics
+from server.resolver import AdapterResolver
+from server.routes import admin, chat, feedback, health
+from server.state import GatewayState
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[Settings], Engine]
+
+
+def vllm_engine(settings: Settings) -> Engine:
+    from server.engine import VLLMEngine
+
+    return VLLMEngine(settings)
+
+
+async def warm_up(engine: Engine) -> None:
+    """One tiny generation, so the first client does not pay for lazy initialisation."""
+    prompt = engine.encode_chat([{"role": "user", "content": "Hi"}])
+    async for _ in engine.generate(prompt, Sampling(max_tokens=1, temperature=0), "warmup", None):
+        pass
+
+
+async def start_engine(state: GatewayState, factory: EngineFactory) -> None:
+    """Build and warm the engine in the background; /health answers meanwhile, /ready after."""
+    try:
+        engine = await asyncio.to_thread(factory, state.settings)
+        state.engine = engine
+        await warm_up(engine)
+        state.resolver = AdapterResolver(state.registry, engine, state.metrics, state.settings.registry_poll_seconds)
+        await state.resolver.start()
+        state.chat = ChatHandler(
+            engine, state.resolver, state.metrics,
+            served_model_name=state.settings.served_model_name,
+            max_inflight=state.settings.max_inflight_requests,
+            record=state.feedback.record_completion,
+        )
+        state.ready = True
+        logger.info("gateway ready: %d adapter aliases loaded", len(state.resolver.production_versions()))
+    except Exception as e:  # keep the process up so /ready can say why
+        state.startup_error = f"engine failed to start: {e}"
+        logger.exception("engine failed to start")
+
+
+def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) -> FastAPI:
+    """Assemble the gateway. Stores open now; the engine starts when the app does."""
+    base = BaseModelInfo.from_dir(settings.resolved_model_path)
+    state = GatewayState(
+        settings=settings,
+        registry=Registry(settings.registry_db, settings.adapters_dir, base, settings.max_lora_rank),
+        metrics=Metrics(),
+        feedback=FeedbackStore(settings.feedback_db),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(start_engine(state, engine_factory), name="engine-start")
+        yield
+        task.cancel()
+        if state.resolver:
+            await state.resolver.stop()
+        state.feedback.close()
+        if state.engine:
+            state.engine.shutdown()
+
+    app = FastAPI(title="Flywheel", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible gateway with hot-swappable LoRA adapters and a feedback loop.")
+    app.state.flywheel = state
+    install_error_handlers(app)
+    for module in (health, chat, feedback, admin):
+        app.include_router(module.router)
+    return app

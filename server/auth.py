@@ -1,0 +1,38 @@
+"""API keys: user keys for chat and feedback, an admin key for /admin. None configured: open (loopback only)."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from server.errors import Unauthorized
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def key_matches(token: str | None, keys: list[str]) -> bool:
+    """Constant-time comparison against every configured key."""
+    return token is not None and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys)
+
+
+def require_user(request: Request) -> None:
+    """Chat and feedback: any user key (or the admin key) when keys are configured."""
+    settings = request.app.state.flywheel.settings
+    if not settings.api_keys:
+        return
+    token = bearer_token(request)
+    admin = [settings.admin_key] if settings.admin_key else []
+    if not key_matches(token, settings.api_keys + admin):
+        raise Unauthorized("missing or invalid API key: send `Authorization: Bearer <key>`")
+
+
+def require_admin(request: Request) -> None:
+    """Admin endpoints: the admin key when one is configured."""
+    settings = request.app.state.flywheel.settings
+    if settings.admin_key and not key_matches(bearer_token(request), [settings.admin_key]):
+        raise Unauthorized("admin endpoints need the admin key: send `Authorization: Bearer <admin key>`")

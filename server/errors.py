@@ -1,0 +1,108 @@
+"""Typed gateway errors, and the ONE place where any error becomes OpenAI error JSON with a status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, InvalidName, RegistryError
+from feedback.errors import CompletionNotFound, FeedbackError, FeedbackNotFound, InvalidFeedback
+from server.protocol import ErrorBody, ErrorResponse
+
+logger = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """An error the gateway raises on purpose; `status`/`type`/`code` say how clients see it."""
+
+    status = 400
+    type = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class BadRequest(GatewayError):
+    code = "bad_request"
+
+
+class PromptTooLong(GatewayError):
+    code = "context_length_exceeded"
+
+
+class ModelNotFound(GatewayError):
+    status, code = 404, "model_not_found"
+
+
+class Unauthorized(GatewayError):
+    status, type, code = 401, "authentication_error", "invalid_api_key"
+
+
+class Overloaded(GatewayError):
+    status, type, code = 429, "rate_limit_error", "overloaded"
+
+
+class EngineUnavailable(GatewayError):
+    status, type, code = 503, "service_unavailable", "engine_unavailable"
+
+
+class AdapterLoadFailed(GatewayError):
+    status, type, code = 409, "invalid_request_error", "adapter_load_failed"
+
+
+# Library errors from the packages below the server, mapped here and nowhere else.
+LIBRARY_ERRORS: list[tuple[type[Exception], int, str, str]] = [
+    (AdapterNotFound, 404, "not_found_error", "adapter_not_found"),
+    (InvalidAdapter, 400, "invalid_request_error", "invalid_adapter"),
+    (InvalidName, 400, "invalid_request_error", "invalid_name"),
+    (Conflict, 409, "invalid_request_error", "conflict"),
+    (RegistryError, 400, "invalid_request_error", "registry_error"),
+    (CompletionNotFound, 404, "not_found_error", "completion_not_found"),
+    (FeedbackNotFound, 404, "not_found_error", "feedback_not_found"),
+    (InvalidFeedback, 400, "invalid_request_error", "invalid_feedback"),
+    (FeedbackError, 400, "invalid_request_error", "feedback_error"),
+]
+
+
+def error_json(status: int, message: str, type_: str, code: str | None, param: str | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+def to_response(exc: Exception) -> JSONResponse:
+    """Translate any exception into OpenAI's error format with the right HTTP status."""
+    if isinstance(exc, GatewayError):
+        return error_json(exc.status, str(exc), exc.type, exc.code, exc.param)
+    for exc_type, status, type_, code in LIBRARY_ERRORS:
+        if isinstance(exc, exc_type):
+            return error_json(status, str(exc), type_, code)
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        return error_json(400, f"invalid request: {problems}", "invalid_request_error", "invalid_parameter",
+                          ".".join(loc) or None)
+    if isinstance(exc, StarletteHTTPException):
+        return error_json(exc.status_code, str(exc.detail), "invalid_request_error", None)
+    logger.exception("unexpected error", exc_info=exc)
+    return error_json(500, "internal error; see the gateway log", "server_error", "internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception through `to_response`."""
+
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return to_response(exc)
+
+    handled = (GatewayError, RegistryError, FeedbackError, RequestValidationError, StarletteHTTPException, Exception)
+    for exc_type in handled:
+        app.add_exception_handler(exc_type, handle)

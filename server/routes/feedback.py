@@ -1,0 +1,46 @@
+"""POST /v1/feedback, POST /v1/feedback/pairs, GET /v1/feedback/{id}.
+
+Plain `def` handlers: the store blocks until the row is committed, so FastAPI runs them in its
+thread pool and the event loop keeps serving chat meanwhile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from feedback.records import FeedbackRecord
+from server.auth import require_user
+from server.feedback_protocol import FeedbackRequest, PairRequest
+from server.state import StateDep
+
+router = APIRouter(prefix="/v1/feedback", dependencies=[Depends(require_user)])
+
+
+def _body(record) -> dict:
+    kind = "feedback" if isinstance(record, FeedbackRecord) else "feedback.pair"
+    return {"object": kind, **asdict(record)}
+
+
+@router.post("", status_code=201)
+def submit_feedback(body: FeedbackRequest, state: StateDep) -> JSONResponse:
+    record = state.feedback.add_feedback(**body.model_dump())
+    state.metrics.feedback.labels(record.adapter or "", str(record.adapter_version or ""), record.rating).inc()
+    return JSONResponse(_body(record), status_code=201)
+
+
+@router.post("/pairs", status_code=201)
+def submit_pair(body: PairRequest, state: StateDep) -> JSONResponse:
+    fields = body.model_dump()
+    if body.prompt is not None:
+        fields["prompt"] = [m.model_dump() for m in body.prompt]
+    record = state.feedback.add_pair(**fields)
+    state.metrics.feedback.labels(record.adapter or "", str(record.adapter_version or ""), "pair").inc()
+    return JSONResponse(_body(record), status_code=201)
+
+
+@router.get("/{feedback_id}")
+def read_feedback(feedback_id: str, state: StateDep) -> dict:
+    return _body(state.feedback.get_feedback(feedback_id))

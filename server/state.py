@@ -1,0 +1,52 @@
+"""What the running gateway holds, and the `Annotated` dependencies routes use to reach it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from adapters.registry import Registry
+from feedback.store import FeedbackStore
+from flywheel.settings import Settings
+from server.chat import ChatHandler
+from server.engine import Engine
+from server.errors import EngineUnavailable
+from server.metrics import Metrics
+from server.resolver import AdapterResolver
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    registry: Registry
+    metrics: Metrics
+    feedback: FeedbackStore
+    engine: Engine | None = None
+    resolver: AdapterResolver | None = None
+    chat: ChatHandler | None = None
+    ready: bool = False
+    startup_error: str | None = None
+
+
+def get_state(request: Request) -> GatewayState:
+    return request.app.state.flywheel
+
+
+def get_chat(request: Request) -> ChatHandler:
+    state = get_state(request)
+    if not state.ready or state.chat is None:
+        reason = state.startup_error or "the engine is still warming up; poll /ready"
+        raise EngineUnavailable(reason)
+    return state.chat
+
+
+def get_resolver(request: Request) -> AdapterResolver:
+    get_chat(request)  # same readiness rule
+    return get_state(request).resolver
+
+
+StateDep = Annotated[GatewayState, Depends(get_state)]
+ChatDep = Annotated[ChatHandler, Depends(get_chat)]
+ResolverDep = Annotated[AdapterResolver, Depends(get_resolver)]
