@@ -1,0 +1,57 @@
+"""The evaluation gate passes a harmless candidate and rejects a damaged one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from trainer_samples import held_out, tiny_gate, tiny_lora, tiny_train
+
+from trainer.gate import evaluate, general_text
+from trainer.qlora import load_trainable, save_adapter
+
+pytestmark = pytest.mark.training
+
+
+@pytest.fixture(scope="module")
+def fresh_adapter(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained LoRA (B = 0): the candidate behaves exactly like the base."""
+    model, _ = load_trainable(model_path, tiny_lora(), tiny_train(load_in_4bit=False))
+    return save_adapter(model, tmp_path_factory.mktemp("fresh") / "adapter")
+
+
+def damage(adapter: Path, out: Path, scale: float) -> Path:
+    """Copy an adapter with large random B weights: a candidate that has forgotten how to write."""
+    out.mkdir()
+    (out / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
+    torch.manual_seed(0)
+    tensors = {
+        k: torch.randn_like(v) * scale if ".lora_B." in k else v
+        for k, v in load_file(adapter / "adapter_model.safetensors").items()
+    }
+    save_file(tensors, out / "adapter_model.safetensors")
+    return out
+
+
+def test_general_text_ships_with_the_package() -> None:
+    paragraphs = general_text()
+    assert len(paragraphs) >= 40 and all(len(p) > 100 for p in paragraphs)
+
+
+def test_gate_passes_a_candidate_equal_to_production(model_path: Path, fresh_adapter: Path) -> None:
+    result = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(), tiny_gate())
+    assert result.passed, result.reasons
+    assert result.metrics["preference_win_rate"] == 0.5  # ties count half
+    assert result.metrics["candidate_ppl"] == pytest.approx(result.metrics["production_ppl"])
+
+
+def test_gate_rejects_a_damaged_candidate(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
+    damaged = damage(fresh_adapter, tmp_path / "damaged", scale=0.5)
+    result = evaluate(model_path, damaged, None, held_out(), tiny_gate())
+    assert not result.passed
+    assert result.metrics["compared_with"] == "base"
+    assert result.metrics["candidate_ppl"] > 2 * result.metrics["production_ppl"]
+    assert any(r.startswith("forgetting:") for r in result.reasons)
+    assert any(r.startswith("answers:") for r in result.reasons)
