@@ -142,9 +142,7 @@ def build_training_set(
         examples, opts.min_chars, opts.max_chars, count_tokens, opts.max_tokens
     )
     examples, exact, normalised = deduplicate(examples)
-    report.update(
-        duplicates_dropped=exact + normalised, duplicates_exact=exact, duplicates_normalised=normalised
-    )
+    report.update(duplicates_dropped=exact + normalised, duplicates_exact=exact, duplicates_normalised=normalised)
     report["scrubbed"] = dict(scrubber.counts)
 
     held = [ex for ex in examples if is_held_out(ex.row["prompt"], opts.held_out_fraction)]
@@ -201,9 +199,7 @@ def _dataset(rows: list[dict], kind: Kind) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns, features=FEATURES[kind])
 
 
-def write_jsonl(
-    training_set: TrainingSet, path: Path, *, split: Literal["train", "held_out"] = "train"
-) -> int:
+def write_jsonl(training_set: TrainingSet, path: Path, *, split: Literal["train", "held_out"] = "train") -> int:
     """Write one split as JSON lines (atomically: a reader never sees half a file); returns the row count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

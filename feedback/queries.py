@@ -54,8 +54,7 @@ class StoreQueries:
         """Ratings plus pairs stored for `adapter` since a time."""
         where, args = _where(adapter, since)
         rows = self._read(
-            f"SELECT (SELECT COUNT(*) FROM feedback WHERE {where})"
-            f" + (SELECT COUNT(*) FROM pairs WHERE {where})",
+            f"SELECT (SELECT COUNT(*) FROM feedback WHERE {where}) + (SELECT COUNT(*) FROM pairs WHERE {where})",
             args + args,
         )
         return rows[0][0]
@@ -83,7 +82,5 @@ class StoreQueries:
             f"SELECT adapter, adapter_version, {day} AS day, {aggregates} FROM {table} WHERE {where}"
             " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         )
-        names = ["adapter", "adapter_version", "day"] + [
-            a.rsplit(" AS ", 1)[1] for a in aggregates.split(", ")
-        ]
+        names = ["adapter", "adapter_version", "day"] + [a.rsplit(" AS ", 1)[1] for a in aggregates.split(", ")]
         return [dict(zip(names, row, strict=True)) for row in self._read(sql, args)]

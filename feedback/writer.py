@@ -47,6 +47,7 @@ class BatchWriter:
         self._waited = 0  # waited jobs in the queue: when > 0, commit now rather than gather more
         self._cond = threading.Condition()
         self._closing = False
+        self.batches_committed = 0  # transactions committed so far (group commit makes this << operations)
         self._thread = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
         self._thread.start()
 
@@ -117,6 +118,7 @@ class BatchWriter:
                     conn.execute("RELEASE op")
                     outcomes.append((job, result, None))
             conn.execute("COMMIT")
+            self.batches_committed += 1
         except Exception as exc:  # the transaction itself failed (disk full, lock timeout): nothing stored
             logger.error("feedback batch of %d operations failed: %s", len(batch), exc)
             if conn.in_transaction:
