@@ -18,7 +18,9 @@ app = typer.Typer(help="Feedback log: export training sets and show ratings per 
 
 DbOption = Annotated[
     Path,
-    typer.Option("--db", help="Path of the feedback SQLite database (the gateway's FLYWHEEL_DATA_DIR/feedback.db)."),
+    typer.Option(
+        "--db", help="Path of the feedback SQLite database (the gateway's FLYWHEEL_DATA_DIR/feedback.db)."
+    ),
 ]
 
 
@@ -34,10 +36,14 @@ def _open(db: Path) -> FeedbackStore:
 
 @app.command()
 def export(
-    adapter: Annotated[str, typer.Option("--adapter", help="Adapter name; feedback on all its versions is used.")],
+    adapter: Annotated[
+        str, typer.Option("--adapter", help="Adapter name; feedback on all its versions is used.")
+    ],
     kind: Annotated[
         str,
-        typer.Option("--kind", help="sft: up-rated answers and corrections; dpo: preference pairs; kto: thumbs."),
+        typer.Option(
+            "--kind", help="sft: up-rated answers and corrections; dpo: preference pairs; kto: thumbs."
+        ),
     ],
     out: Annotated[
         Path | None,
@@ -95,8 +101,12 @@ def _print_report(console: Console, report: dict, dataset_hash: str) -> None:
 
 @app.command()
 def stats(
-    adapter: Annotated[str | None, typer.Option("--adapter", help="Only this adapter (default: all).")] = None,
-    by_day: Annotated[bool, typer.Option("--by-day", help="One row per UTC day instead of all time.")] = False,
+    adapter: Annotated[
+        str | None, typer.Option("--adapter", help="Only this adapter (default: all).")
+    ] = None,
+    by_day: Annotated[
+        bool, typer.Option("--by-day", help="One row per UTC day instead of all time.")
+    ] = False,
     db: DbOption = Path("data/feedback.db"),
 ) -> None:
     """Completions, ratings, up-rate, corrections and pairs per adapter version."""

@@ -48,14 +48,21 @@ def assistant(text: str) -> list[dict]:
 
 def sft_examples(thumbs: list[Thumb], corrections: list[Correction]) -> list[Example]:
     """Up-rated answers and corrections (the correction's text is the completion)."""
-    rows = [Example({"prompt": t.prompt, "completion": assistant(t.answer)}, {t.source}) for t in thumbs if t.up]
-    rows += [Example({"prompt": c.prompt, "completion": assistant(c.correction)}, {c.source}) for c in corrections]
+    rows = [
+        Example({"prompt": t.prompt, "completion": assistant(t.answer)}, {t.source}) for t in thumbs if t.up
+    ]
+    rows += [
+        Example({"prompt": c.prompt, "completion": assistant(c.correction)}, {c.source}) for c in corrections
+    ]
     return rows
 
 
 def kto_examples(thumbs: list[Thumb], corrections: list[Correction]) -> list[Example]:
     """Every thumb with its label; a correction is a desirable completion too."""
-    rows = [Example({"prompt": t.prompt, "completion": assistant(t.answer), "label": t.up}, {t.source}) for t in thumbs]
+    rows = [
+        Example({"prompt": t.prompt, "completion": assistant(t.answer), "label": t.up}, {t.source})
+        for t in thumbs
+    ]
     rows += [
         Example({"prompt": c.prompt, "completion": assistant(c.correction), "label": True}, {c.source})
         for c in corrections
@@ -63,7 +70,9 @@ def kto_examples(thumbs: list[Thumb], corrections: list[Correction]) -> list[Exa
     return rows
 
 
-def dpo_examples(thumbs: list[Thumb], corrections: list[Correction], pairs: list[Preference]) -> list[Example]:
+def dpo_examples(
+    thumbs: list[Thumb], corrections: list[Correction], pairs: list[Preference]
+) -> list[Example]:
     """Explicit pairs; each correction beats the answer it corrects; and every up-rated answer beats every
     down-rated answer to the same (normalised) prompt."""
     rows = [_pair(p.prompt, p.chosen, p.rejected, {p.source}) for p in pairs]

@@ -32,6 +32,7 @@ from feedback.hygiene import (
     resolve_conflicts,
 )
 from feedback.queries import StoreQueries
+from feedback.records import PairRecord, RatedAnswer
 from feedback.scrubbing import Scrubber
 
 logger = logging.getLogger(__name__)
@@ -112,18 +113,40 @@ def build_training_set(
     if kind not in FEATURES:
         raise ValueError(f"kind must be one of {', '.join(FEATURES)}, got {kind!r}")
     opts = options or ExportOptions()
-    rated, pairs = store.rated_answers(adapter, since), store.pairs(adapter, since)
     report: dict[str, Any] = {"adapter": adapter, "kind": kind, "since": since}
-    report["raw"] = {"ratings": len(rated), "pairs": len(pairs)}
+    examples = _examples(store, adapter, kind, opts, since, report)
+    examples = _clean(examples, opts, report)
 
-    signals, report["capped"] = cap_per_user(
-        [*rated, *pairs],
-        lambda s: s.feedback.user if hasattr(s, "feedback") else s.user,
-        opts.per_user_cap,
-        opts.seed,
+    held = [ex for ex in examples if is_held_out(ex.row["prompt"], opts.held_out_fraction)]
+    train = [ex for ex in examples if not is_held_out(ex.row["prompt"], opts.held_out_fraction)]
+    mixed, exact, normalised = deduplicate([*train, *_replay_examples(opts.replay, kind)])
+    report.update(replay=len(mixed) - len(train), replay_duplicates=exact + normalised)
+    random.Random(opts.seed).shuffle(mixed)  # mix replay rows in; seeded, so the hash is reproducible
+    train_rows = [ex.row for ex in mixed]
+    report.update(train=len(train_rows), held_out=len(held))
+
+    logger.info("built %s set for %s: %d train, %d held out", kind, adapter, len(train_rows), len(held))
+    return TrainingSet(
+        kind=kind,
+        adapter=adapter,
+        train=_dataset(train_rows, kind),
+        held_out=_dataset([ex.row for ex in held], kind),
+        feedback_ids=sorted({source for ex in examples for source in ex.sources}),
+        dataset_hash=hashlib.sha256(canonical_json(train_rows).encode("utf-8")).hexdigest(),
+        report=report,
     )
+
+
+def _examples(
+    store: StoreQueries, adapter: str, kind: Kind, opts: ExportOptions, since: float | None, report: dict
+) -> list[Example]:
+    """Load ratings and pairs, cap per user, scrub, resolve conflicts, and build the kind's rows."""
+    rated, pairs = store.rated_answers(adapter, since), store.pairs(adapter, since)
+    report["raw"] = {"ratings": len(rated), "pairs": len(pairs)}
+    signals, report["capped"] = cap_per_user([*rated, *pairs], _user, opts.per_user_cap, opts.seed)
     scrubber = Scrubber()
     thumbs, corrections, preferences = _scrub(signals, scrubber)
+    report["scrubbed"] = dict(scrubber.counts)
     thumbs, report["conflicts_dropped"] = resolve_conflicts(
         thumbs, lambda t: (prompt_key(t.prompt), normalise(t.answer)), lambda t: t.up, opts.conflict_policy
     )
@@ -134,7 +157,11 @@ def build_training_set(
     else:
         examples = dpo_examples(thumbs, corrections, preferences)
     report["examples"] = len(examples)
+    return examples
 
+
+def _clean(examples: list[Example], opts: ExportOptions, report: dict) -> list[Example]:
+    """Apply the length bounds, then exact and normalised de-duplication."""
     count_tokens = None
     if opts.tokenizer is not None and opts.max_tokens is not None:
         count_tokens = lambda text: len(opts.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
@@ -142,36 +169,23 @@ def build_training_set(
         examples, opts.min_chars, opts.max_chars, count_tokens, opts.max_tokens
     )
     examples, exact, normalised = deduplicate(examples)
-    report.update(duplicates_dropped=exact + normalised, duplicates_exact=exact, duplicates_normalised=normalised)
-    report["scrubbed"] = dict(scrubber.counts)
-
-    held = [ex for ex in examples if is_held_out(ex.row["prompt"], opts.held_out_fraction)]
-    train = [ex for ex in examples if not is_held_out(ex.row["prompt"], opts.held_out_fraction)]
-    replay = _replay_examples(opts.replay, kind)
-    mixed, replay_dupes, _ = deduplicate([*train, *replay])  # exact repeats of new rows add nothing
-    report.update(replay=len(mixed) - len(train), replay_duplicates=replay_dupes)
-    random.Random(opts.seed).shuffle(mixed)
-    train_rows = [ex.row for ex in mixed]
-    report.update(train=len(train_rows), held_out=len(held))
-
-    lineage = sorted({source for ex in [*train, *held] for source in ex.sources})
-    logger.info("built %s set for %s: %d train, %d held out", kind, adapter, len(train_rows), len(held))
-    return TrainingSet(
-        kind=kind,
-        adapter=adapter,
-        train=_dataset([ex.row for ex in mixed], kind),
-        held_out=_dataset([ex.row for ex in held], kind),
-        feedback_ids=lineage,
-        dataset_hash=hashlib.sha256(canonical_json(train_rows).encode("utf-8")).hexdigest(),
-        report=report,
+    report.update(
+        duplicates_dropped=exact + normalised, duplicates_exact=exact, duplicates_normalised=normalised
     )
+    return examples
 
 
-def _scrub(signals: list, scrubber: Scrubber) -> tuple[list[Thumb], list[Correction], list[Preference]]:
+def _user(signal: RatedAnswer | PairRecord) -> str | None:
+    return signal.feedback.user if isinstance(signal, RatedAnswer) else signal.user
+
+
+def _scrub(
+    signals: list[RatedAnswer | PairRecord], scrubber: Scrubber
+) -> tuple[list[Thumb], list[Correction], list[Preference]]:
     """Scrubbed thumbs, corrections and explicit pairs from stored ratings and pairs."""
     thumbs, corrections, preferences = [], [], []
     for s in signals:
-        if hasattr(s, "feedback"):  # a RatedAnswer
+        if isinstance(s, RatedAnswer):
             prompt, answer, fb = scrubber.scrub_messages(s.prompt), scrubber.scrub(s.answer), s.feedback
             thumbs.append(Thumb(prompt, answer, fb.rating == "up", fb.id))
             if fb.correction and fb.correction.strip():
@@ -199,7 +213,9 @@ def _dataset(rows: list[dict], kind: Kind) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns, features=FEATURES[kind])
 
 
-def write_jsonl(training_set: TrainingSet, path: Path, *, split: Literal["train", "held_out"] = "train") -> int:
+def write_jsonl(
+    training_set: TrainingSet, path: Path, *, split: Literal["train", "held_out"] = "train"
+) -> int:
     """Write one split as JSON lines (atomically: a reader never sees half a file); returns the row count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

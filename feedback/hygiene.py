@@ -74,7 +74,9 @@ def resolve_conflicts(
     return sorted(kept, key=lambda item: order[id(item)]), dropped
 
 
-def cap_per_user(items: list[T], user: Callable[[T], str | None], cap: int | None, seed: int) -> tuple[list[T], int]:
+def cap_per_user(
+    items: list[T], user: Callable[[T], str | None], cap: int | None, seed: int
+) -> tuple[list[T], int]:
     """At most `cap` items per non-anonymous user, chosen by a seeded draw; returns kept items and the
     number dropped. Anonymous items (user None) are not capped: they are not one person."""
     if cap is None:

@@ -77,7 +77,9 @@ def _from_completions(
                 f"{name}_choice_index {index} is out of range: completion {rec.id} has {rec.choice_indexes()}"
             )
     if _prompt_key(chosen.messages) != _prompt_key(rejected.messages):
-        problems.append("the two completions answer different prompts; a pair needs two answers to one prompt")
+        problems.append(
+            "the two completions answer different prompts; a pair needs two answers to one prompt"
+        )
     raise_if(problems)
     chosen_text, rejected_text = chosen.answer(chosen_index), rejected.answer(rejected_index)
     if chosen_text.strip() == rejected_text.strip():

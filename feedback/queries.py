@@ -53,10 +53,9 @@ class StoreQueries:
     def count_signals(self, adapter: str, since: float | None = None) -> int:
         """Ratings plus pairs stored for `adapter` since a time."""
         where, args = _where(adapter, since)
-        rows = self._read(
-            f"SELECT (SELECT COUNT(*) FROM feedback WHERE {where}) + (SELECT COUNT(*) FROM pairs WHERE {where})",
-            args + args,
-        )
+        feedback = f"SELECT COUNT(*) FROM feedback WHERE {where}"
+        pairs = f"SELECT COUNT(*) FROM pairs WHERE {where}"
+        rows = self._read(f"SELECT ({feedback}) + ({pairs})", args + args)
         return rows[0][0]
 
     def completion_counts(self, adapter: str | None = None, by_day: bool = False) -> list[dict]:
@@ -82,5 +81,7 @@ class StoreQueries:
             f"SELECT adapter, adapter_version, {day} AS day, {aggregates} FROM {table} WHERE {where}"
             " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         )
-        names = ["adapter", "adapter_version", "day"] + [a.rsplit(" AS ", 1)[1] for a in aggregates.split(", ")]
+        names = ["adapter", "adapter_version", "day"] + [
+            a.rsplit(" AS ", 1)[1] for a in aggregates.split(", ")
+        ]
         return [dict(zip(names, row, strict=True)) for row in self._read(sql, args)]

@@ -25,7 +25,9 @@ _PREFIXED_KEY = re.compile(
 _HEX_TOKEN = re.compile(r"\b[0-9a-fA-F]{32,}\b")
 _BASE64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32,}={0,2}")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?!\w)")
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?!\w)"
+)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -82,7 +84,9 @@ class Scrubber:
 
     def scrub_messages(self, messages: list[dict]) -> list[dict]:
         """Chat messages reduced to role and scrubbed content (TRL's conversational format)."""
-        return [{"role": str(m.get("role")), "content": self.scrub(str(m.get("content") or ""))} for m in messages]
+        return [
+            {"role": str(m.get("role")), "content": self.scrub(str(m.get("content") or ""))} for m in messages
+        ]
 
     def _replace(self, match: re.Match, kind: str, accept: Callable[[str], bool] | None) -> str:
         if accept is not None and not accept(match.group(0)):

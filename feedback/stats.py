@@ -35,7 +35,9 @@ class VersionStats:
         return {**asdict(self), "ratings": self.ratings, "up_rate": self.up_rate}
 
 
-def version_stats(store: StoreQueries, adapter: str | None = None, *, by_day: bool = False) -> list[VersionStats]:
+def version_stats(
+    store: StoreQueries, adapter: str | None = None, *, by_day: bool = False
+) -> list[VersionStats]:
     """Stats per (adapter, version[, day]) for one adapter or all, sorted by adapter, version, day."""
     table: dict[tuple, VersionStats] = {}
 

@@ -81,7 +81,9 @@ class FeedbackStore(StoreQueries):
         self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
@@ -197,7 +199,9 @@ class FeedbackStore(StoreQueries):
             rejected_choice_index=rejected_choice_index, prompt=prompt, chosen=chosen, rejected=rejected,
             adapter=adapter, user=user, feedback_id=feedback_id,
         )  # fmt: skip
-        rec = PairRecord(id=new_id("pair_"), created_at=time.time(), user=user, feedback_id=feedback_id, **fields)
+        rec = PairRecord(
+            id=new_id("pair_"), created_at=time.time(), user=user, feedback_id=feedback_id, **fields
+        )
         return self._writer.run(lambda conn: _insert_pair(conn, rec))
 
     # ---- reading back ---------------------------------------------------------------------------
@@ -207,7 +211,9 @@ class FeedbackStore(StoreQueries):
             (FEEDBACK_COLUMNS, "feedback", feedback_from_row),
             (PAIR_COLUMNS, "pairs", pair_from_row),
         ):
-            rows = self._read(f"SELECT {columns} FROM {table} WHERE id = ? OR client_id = ?", (feedback_id,) * 2)
+            rows = self._read(
+                f"SELECT {columns} FROM {table} WHERE id = ? OR client_id = ?", (feedback_id,) * 2
+            )
             if rows:
                 return convert(rows[0])
         raise FeedbackNotFound(f"no feedback with id {feedback_id!r}")
@@ -263,6 +269,8 @@ def _insert_pair(conn: sqlite3.Connection, rec: PairRecord) -> PairRecord:
     return rec
 
 
-def _by_client_id(conn: sqlite3.Connection, columns: str, table: str, client_id: str | None, convert: Callable):
+def _by_client_id(
+    conn: sqlite3.Connection, columns: str, table: str, client_id: str | None, convert: Callable
+):
     row = conn.execute(f"SELECT {columns} FROM {table} WHERE client_id = ?", (client_id,)).fetchone()
     return None if row is None else convert(row)

@@ -75,7 +75,9 @@ def messages_problems(messages: object) -> list[str]:
             continue
         if message.get("role") not in ROLES:
             problems.append(f"prompt[{i}].role must be one of {', '.join(ROLES)}")
-        problems += text_problems(f"prompt[{i}].content", message.get("content"), MAX_CORRECTION_CHARS, required=True)
+        problems += text_problems(
+            f"prompt[{i}].content", message.get("content"), MAX_CORRECTION_CHARS, required=True
+        )
     return problems
 
 

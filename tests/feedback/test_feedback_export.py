@@ -37,7 +37,9 @@ def test_sft_takes_up_rated_answers_and_corrections(store, rate):
 
 
 def test_dpo_explicit_pairs(store):
-    store.add_pair(prompt=[{"role": "user", "content": "hi"}], chosen="Hello!", rejected="go away", adapter="bot")
+    store.add_pair(
+        prompt=[{"role": "user", "content": "hi"}], chosen="Hello!", rejected="go away", adapter="bot"
+    )
     ts = build_training_set(store, "bot", "dpo", NO_SPLIT)
     assert ts.train.column_names == ["prompt", "chosen", "rejected"]
     assert ts.train[0] == {

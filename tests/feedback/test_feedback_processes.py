@@ -36,7 +36,9 @@ def test_processes_share_idempotency_and_lose_nothing(tmp_path, make_completion)
         for i in range(50):
             store.record_completion(make_completion(f"q{i}", "a", id=f"c{i}"))
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(db), tag], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(db), tag], cwd=REPO, stdout=subprocess.PIPE, text=True
+        )
         for tag in ("a", "b", "c")
     ]
     outputs = [p.communicate(timeout=60)[0].split() for p in procs]

@@ -18,7 +18,9 @@ def _fill(store, make_completion) -> None:
     day = 86_400
     for version, ratings in ((1, ["up", "down", "down"]), (2, ["up", "up", "up", "down"])):
         for i, rating in enumerate(ratings):
-            rec = make_completion(f"q{i}", f"a{version}{i}", version=version, created_at=time.time() - i * day)
+            rec = make_completion(
+                f"q{i}", f"a{version}{i}", version=version, created_at=time.time() - i * day
+            )
             store.record_completion(rec)
             store.add_feedback(rec.id, rating, correction="better" if rating == "down" else None)
     base = make_completion("q", "base answer", adapter=None, version=None)
