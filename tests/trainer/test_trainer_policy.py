@@ -101,3 +101,14 @@ def test_watcher_runs_due_adapters_one_at_a_time(tmp_path: Path) -> None:
     assert calls == ["a", "busy", "busy"]
     watcher.stop()
     assert watcher.tick() == []
+
+
+def test_canary_waits_then_promotes_or_rolls_back() -> None:
+    from trainer.promotion import decide_canary
+
+    policy = PromotionPolicy(mode="canary", canary_min_feedback=50, canary_alpha=0.05)
+    assert decide_canary(80, 100, 10, 20, policy).verdict == "wait"
+    assert decide_canary(80, 100, 40, 50, policy).verdict == "promote"  # 80% vs 80%
+    worse = decide_canary(80, 100, 25, 50, policy)  # 50% vs 80%
+    assert worse.verdict == "rollback" and worse.p_value < 0.05 and "worse" in worse.reason
+    assert decide_canary(50, 50, 50, 50, policy).verdict == "promote"  # no variance at all
