@@ -107,7 +107,7 @@ def run_job(
             )
         except DataRejected as e:
             store.finish(run_id, "failed", error=str(e), metrics={"problems": e.problems})
-        except (Exception, Cancelled) as e:  # MemoryError is an Exception too
+        except Exception as e:  # MemoryError and Cancelled included
             logger.exception("run %d for %s failed", run_id, adapter)
             store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
         except BaseException as e:  # KeyboardInterrupt / SystemExit: record, then let it through
