@@ -237,6 +237,7 @@ def _mount_optional(module: str, name: str, help_text: str) -> None:
 
 _mount_optional("feedback.cli", "feedback", "Export training sets from feedback and show rating statistics.")
 _mount_optional("trainer.cli", "train", "Train new adapter versions from feedback (once, or --watch).")
+_mount_optional("bench.cli", "bench", "Benchmarks: the gateway against vLLM's own server, feedback ingestion.")
 
 
 def main() -> None:
