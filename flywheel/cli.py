@@ -230,7 +230,7 @@ def _mount_optional(module: str, name: str, help_text: str) -> None:
     try:
         sub = __import__(module, fromlist=["app"]).app
     except ImportError as e:  # keep the rest of the CLI usable while a package is broken
-        logging.getLogger(__name__).warning("`flywheel %s` unavailable: %s", name, e)
+        logging.getLogger(__name__).debug("`flywheel %s` unavailable: %s", name, e)
         return
     app.add_typer(sub, name=name, help=help_text)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,32 @@ class Settings(BaseSettings):
         0.5, gt=0, le=5, description="How often the gateway looks for alias moves made by other processes."
     )
 
+    # --- trainer (see trainer/config.py for the full recipe) --------------------------------------
+    train_lora_rank: int = Field(16, ge=1, description="LoRA rank of fresh adapters (<= max_lora_rank).")
+    train_lora_alpha: float = Field(32, gt=0, description="LoRA alpha of fresh adapters.")
+    train_learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    train_epochs: float = Field(2.0, gt=0, description="Passes over each stage's data.")
+    train_batch_size: int = Field(4, ge=1, description="Examples per forward pass.")
+    train_grad_accumulation: int = Field(2, ge=1, description="Forward passes per optimizer step.")
+    train_threads: int | None = Field(None, ge=1, description="Trainer CPU threads. Empty: all cores but one.")
+    train_load_in_4bit: bool = Field(True, description="QLoRA: load the base in 4-bit NF4 (bitsandbytes).")
+    train_continue_from_production: bool = Field(True, description="Start from production's weights, not fresh.")
+    train_dpo_beta: float = Field(0.1, gt=0, description="DPO beta.")
+    train_min_pairs_for_dpo: int = Field(8, ge=1, description="Fewer preference pairs than this: KTO instead.")
+    train_min_new_feedback: int = Field(50, ge=1, description="Watcher: new feedback records that trigger a run.")
+    train_schedule_seconds: float | None = Field(None, gt=0, description="Watcher: also train on this schedule.")
+    train_min_interval_seconds: float = Field(600, ge=0, description="Watcher: least time between runs.")
+    train_poll_seconds: float = Field(30, gt=0, description="Watcher: seconds between checks.")
+    gate_min_preference_win_rate: float = Field(0.5, ge=0, le=1, description="Gate: share of held-out pairs "
+                                                "where the candidate's margin must beat production's.")
+    gate_max_loglik_drop: float = Field(0.05, ge=0, description="Gate: allowed drop in up-rated answer likelihood.")
+    gate_max_ppl_increase: float = Field(0.10, ge=0, description="Gate: allowed general perplexity increase.")
+    promotion_policy: Literal["manual", "auto", "canary"] = Field(
+        "manual", description="What a candidate that passed the gate becomes: manual, auto or canary."
+    )
+    canary_share: float = Field(0.1, gt=0, lt=1, description="Canary: share of the adapter's traffic to the candidate.")
+    canary_min_feedback: int = Field(50, ge=1, description="Canary: ratings on each side before deciding.")
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -80,6 +107,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"FLYWHEEL_MAX_CPU_LORAS ({self.max_cpu_loras}) must be >= FLYWHEEL_MAX_LORAS ({self.max_loras})"
             )
+        if self.train_lora_rank > self.max_lora_rank:
+            raise ValueError(
+                f"FLYWHEEL_TRAIN_LORA_RANK ({self.train_lora_rank}) exceeds "
+                f"FLYWHEEL_MAX_LORA_RANK ({self.max_lora_rank})"
+            )
         return self
 
     # --- derived paths -------------------------------------------------------------------------
@@ -90,6 +122,10 @@ class Settings(BaseSettings):
     @property
     def feedback_db(self) -> Path:
         return self.data_dir / "feedback.db"
+
+    @property
+    def trainer_db(self) -> Path:
+        return self.data_dir / "trainer.db"
 
     @property
     def adapters_dir(self) -> Path:

@@ -37,26 +37,46 @@ class TrainerError(Exception):
 def trainer_settings(settings: Settings, **overrides: object) -> TrainerSettings:
     """The trainer's paths and policies from the global Settings; `overrides` replace TrainConfig fields."""
     from flywheel.default_model import ModelUnavailable, check_model_dir
-    from trainer.config import LoraRecipe, PromotionPolicy, TrainConfig
+    from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy
     from trainer.job import TrainerSettings
 
     try:
         model_path = check_model_dir(settings.resolved_model_path)
     except ModelUnavailable as e:
         raise TrainerError(str(e)) from None
-    promotion = overrides.pop("promotion", None)
-    train = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    promotion = overrides.pop("promotion", None) or settings.promotion_policy
+    train = TrainConfig(**{**_train_defaults(settings), **{k: v for k, v in overrides.items() if v is not None}})
     return TrainerSettings(
         model_path=model_path,
         registry_db=settings.registry_db,
         adapters_dir=settings.adapters_dir,
         feedback_db=settings.feedback_db,
-        runs_db=settings.data_dir / "trainer.db",
+        runs_db=settings.trainer_db,
         max_lora_rank=settings.max_lora_rank,
-        lora=LoraRecipe(r=min(16, settings.max_lora_rank), max_rank=settings.max_lora_rank),
+        lora=LoraRecipe(r=settings.train_lora_rank, alpha=settings.train_lora_alpha, max_rank=settings.max_lora_rank),
         train=train,
-        promotion=PromotionPolicy(mode=promotion) if promotion else PromotionPolicy(),
+        gate=GateConfig(min_preference_win_rate=settings.gate_min_preference_win_rate,
+                        max_loglik_drop=settings.gate_max_loglik_drop, max_ppl_increase=settings.gate_max_ppl_increase),
+        promotion=PromotionPolicy(mode=promotion, canary_share=settings.canary_share,
+                                  canary_min_feedback=settings.canary_min_feedback),
+        trigger=TriggerPolicy(min_new_feedback=settings.train_min_new_feedback,
+                              schedule_seconds=settings.train_schedule_seconds,
+                              min_interval_seconds=settings.train_min_interval_seconds),
     )
+
+
+def _train_defaults(settings: Settings) -> dict:
+    """TrainConfig fields that Settings (FLYWHEEL_TRAIN_*) controls."""
+    defaults = {
+        "learning_rate": settings.train_learning_rate, "epochs": settings.train_epochs,
+        "batch_size": settings.train_batch_size, "grad_accumulation": settings.train_grad_accumulation,
+        "load_in_4bit": settings.train_load_in_4bit, "dpo_beta": settings.train_dpo_beta,
+        "continue_from_production": settings.train_continue_from_production,
+        "min_pairs_for_dpo": settings.train_min_pairs_for_dpo,
+    }
+    if settings.train_threads:
+        defaults["num_threads"] = settings.train_threads
+    return defaults
 
 
 def run_once(settings: Settings, adapter: str, **overrides: object) -> Run:
@@ -83,7 +103,7 @@ def list_runs(settings: Settings, adapter: str | None = None, limit: int = 20) -
     """The newest runs, for one adapter or all."""
     from trainer.runs import RunStore
 
-    return RunStore(settings.data_dir / "trainer.db").list(adapter, limit)
+    return RunStore(settings.trainer_db).list(adapter, limit)
 
 
 def _when(ts: float | None) -> str:
@@ -124,7 +144,10 @@ def train(
     watch_: Annotated[
         bool, typer.Option("--watch", help="Keep running: train each adapter when its trigger policy fires.")
     ] = False,
-    poll_seconds: Annotated[float, typer.Option("--poll-seconds", help="--watch: seconds between checks.")] = 30.0,
+    poll_seconds: Annotated[
+        float | None,
+        typer.Option("--poll-seconds", help="--watch: seconds between checks (FLYWHEEL_TRAIN_POLL_SECONDS)."),
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop each stage after this many steps (default: epochs).")
     ] = None,
@@ -148,7 +171,8 @@ def train(
     overrides = {"max_steps": max_steps, "epochs": epochs, "num_threads": threads, "promotion": promotion}
     if fresh:
         overrides["continue_from_production"] = False
-    _dispatch(_build_settings(), adapter, poll_seconds, overrides)
+    settings = _build_settings()
+    _dispatch(settings, adapter, poll_seconds or settings.train_poll_seconds, overrides)
 
 
 def _dispatch(settings: Settings, adapter: str | None, poll_seconds: float, overrides: dict) -> None:
