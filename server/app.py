@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from adapters.base_model import BaseModelInfo
 from adapters.registry import Registry
+from adapters.runs import RunStore
 from feedback.store import FeedbackStore
 from flywheel.settings import Settings
 from server.chat import ChatHandler
@@ -18,7 +19,7 @@ from server.engine import Engine, Sampling
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.resolver import AdapterResolver
-from server.routes import admin, chat, feedback, health
+from server.routes import admin, chat, feedback, health, training
 from server.state import GatewayState
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) 
         registry=Registry(settings.registry_db, settings.adapters_dir, base, settings.max_lora_rank),
         metrics=Metrics(),
         feedback=FeedbackStore(settings.feedback_db),
+        runs=RunStore(settings.trainer_db),
     )
 
     @asynccontextmanager
@@ -85,6 +87,6 @@ def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) 
                   description="OpenAI-compatible gateway with hot-swappable LoRA adapters and a feedback loop.")
     app.state.flywheel = state
     install_error_handlers(app)
-    for module in (health, chat, feedback, admin):
+    for module in (health, chat, feedback, admin, training):
         app.include_router(module.router)
     return app

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, InvalidName, RegistryError
+from adapters.runs import RunNotFound
 from feedback.errors import CompletionNotFound, FeedbackError, FeedbackNotFound, InvalidFeedback
 from server.protocol import ErrorBody, ErrorResponse
 
@@ -63,6 +64,7 @@ LIBRARY_ERRORS: list[tuple[type[Exception], int, str, str]] = [
     (InvalidName, 400, "invalid_request_error", "invalid_name"),
     (Conflict, 409, "invalid_request_error", "conflict"),
     (RegistryError, 400, "invalid_request_error", "registry_error"),
+    (RunNotFound, 404, "not_found_error", "run_not_found"),
     (CompletionNotFound, 404, "not_found_error", "completion_not_found"),
     (FeedbackNotFound, 404, "not_found_error", "feedback_not_found"),
     (InvalidFeedback, 400, "invalid_request_error", "invalid_feedback"),
@@ -81,7 +83,8 @@ def to_response(exc: Exception) -> JSONResponse:
         return error_json(exc.status, str(exc), exc.type, exc.code, exc.param)
     for exc_type, status, type_, code in LIBRARY_ERRORS:
         if isinstance(exc, exc_type):
-            return error_json(status, str(exc), type_, code)
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes str()
+            return error_json(status, message, type_, code)
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
@@ -103,6 +106,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         return to_response(exc)
 
-    handled = (GatewayError, RegistryError, FeedbackError, RequestValidationError, StarletteHTTPException, Exception)
+    handled = (GatewayError, RegistryError, FeedbackError, RunNotFound, RequestValidationError,
+               StarletteHTTPException, Exception)
     for exc_type in handled:
         app.add_exception_handler(exc_type, handle)

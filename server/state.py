@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from adapters.registry import Registry
+from adapters.runs import RunStore
 from feedback.store import FeedbackStore
 from flywheel.settings import Settings
 from server.chat import ChatHandler
@@ -23,6 +24,7 @@ class GatewayState:
     registry: Registry
     metrics: Metrics
     feedback: FeedbackStore
+    runs: RunStore
     engine: Engine | None = None
     resolver: AdapterResolver | None = None
     chat: ChatHandler | None = None

@@ -18,8 +18,8 @@ from rich.table import Table
 from flywheel.settings import Settings
 
 if TYPE_CHECKING:
+    from adapters.runs import Run
     from trainer.job import TrainerSettings
-    from trainer.runs import Run
 
 logger = logging.getLogger(__name__)
 console = Console()
@@ -101,7 +101,7 @@ def watch(settings: Settings, poll_seconds: float = 30.0, **overrides: object) -
 
 def list_runs(settings: Settings, adapter: str | None = None, limit: int = 20) -> list[Run]:
     """The newest runs, for one adapter or all."""
-    from trainer.runs import RunStore
+    from adapters.runs import RunStore
 
     return RunStore(settings.trainer_db).list(adapter, limit)
 
@@ -177,7 +177,7 @@ def train(
 
 def _dispatch(settings: Settings, adapter: str | None, poll_seconds: float, overrides: dict) -> None:
     from adapters.errors import RegistryError
-    from trainer.runs import LockBusy
+    from adapters.runs import LockBusy
 
     try:
         if adapter is None:

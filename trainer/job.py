@@ -19,9 +19,9 @@ from pathlib import Path
 from adapters.base_model import BaseModelInfo
 from adapters.errors import AdapterNotFound
 from adapters.registry import AdapterVersion, Registry
+from adapters.runs import Run, RunStore
 from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy, config_dict
 from trainer.dataset import TrainingData, from_feedback, screen
-from trainer.runs import Run, RunStore
 
 logger = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from adapters.registry import AdapterVersion, Registry
+from adapters.runs import RunStore
 from trainer.dataset import TrainingData
 from trainer.gate import GateResult, evaluate
 from trainer.job import Cancelled, TrainerSettings, production_of, screen_or_raise, version_metrics
 from trainer.progress import RunProgress
 from trainer.qlora import load_tokenizer, load_trainable, save_adapter
-from trainer.runs import RunStore
 from trainer.stages import StagePlan, StageResult, plan_stages, train_dpo, train_kto, train_sft
 
 logger = logging.getLogger(__name__)

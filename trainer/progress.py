@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from trainer.runs import RunStore
+from adapters.runs import RunStore
 
 logger = logging.getLogger(__name__)
 

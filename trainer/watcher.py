@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from adapters.runs import LockBusy, Run, RunStore
 from trainer.config import TriggerPolicy
 from trainer.job import TrainerSettings, run_job
-from trainer.runs import LockBusy, Run, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +96,20 @@ class Watcher:
     def tick(self, now: float | None = None) -> list[Run]:
         """One pass over the adapters; returns the runs it finished."""
         finished = []
-        for adapter in self.list_adapters():
+        queued = set(self.store.queued_adapters())
+        for adapter in sorted(set(self.list_adapters()) | queued):
             if self.stopping:
                 break
-            last = self.store.last_started(adapter)
-            decision = decide(self.settings.trigger, now or time.time(), last, self.count_new(adapter, last))
-            logger.debug("%s: %s", adapter, decision.reason)
-            if not decision.run:
-                continue
-            logger.info("starting a run for %s: %s", adapter, decision.reason)
+            if adapter in queued:
+                reason = "a run was requested"
+            else:
+                last = self.store.last_started(adapter)
+                decision = decide(self.settings.trigger, now or time.time(), last, self.count_new(adapter, last))
+                logger.debug("%s: %s", adapter, decision.reason)
+                if not decision.run:
+                    continue
+                reason = decision.reason
+            logger.info("starting a run for %s: %s", adapter, reason)
             try:
                 finished.append(self.run(self.settings, adapter, store=self.store, should_stop=lambda: self.stopping))
             except LockBusy as e:

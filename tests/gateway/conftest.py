@@ -36,7 +36,8 @@ def start(settings: Settings, engine: FakeEngine) -> Iterator[TestClient]:
 
 @pytest.fixture
 def settings(tmp_path: Path, base_dir: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_path=base_dir, registry_poll_seconds=0.05, max_lora_rank=8)
+    return Settings(data_dir=tmp_path / "data", model_path=base_dir, registry_poll_seconds=0.05, max_lora_rank=8,
+                    train_lora_rank=8)
 
 
 @pytest.fixture

@@ -114,3 +114,17 @@ def test_binding_beyond_loopback_needs_keys(tmp_path: Path):
     Settings(host="0.0.0.0", allow_insecure=True).check_bind()
     Settings(host="0.0.0.0", api_keys="k", admin_key="a").check_bind()
     Settings(host="127.0.0.1").check_bind()
+
+
+def test_training_runs_are_queued_for_the_watcher(client: TestClient, base_dir: Path, tmp_path: Path):
+    assert client.get("/admin/training/runs").json() == []
+    r = client.post("/admin/training/runs", json={"adapter": "ghost"})
+    assert r.status_code == 400 and "neither registered" in r.json()["error"]["message"]
+    assert client.post("/admin/training/runs", json={"adapter": "../x"}).status_code == 400
+    register(client, "bot", write_lora(tmp_path / "a", base_dir))
+    run = client.post("/admin/training/runs", json={"adapter": "bot"})
+    assert run.status_code == 202 and run.json()["status"] == "queued"
+    assert client.get(f"/admin/training/runs/{run.json()['id']}").json()["adapter"] == "bot"
+    assert [r["id"] for r in client.get("/admin/training/runs?adapter=bot").json()] == [run.json()["id"]]
+    missing = client.get("/admin/training/runs/999")
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "no training run 999"

@@ -13,9 +13,9 @@ import pytest
 from trainer_samples import REPO, dpo_rows, kto_rows, sft_rows, tiny_data, tiny_gate, tiny_train
 
 from adapters.errors import AdapterNotFound
+from adapters.runs import RunStore
 from trainer.config import PromotionPolicy
 from trainer.job import TrainerSettings, run_job
-from trainer.runs import RunStore
 
 pytestmark = pytest.mark.training
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from trainer_samples import dpo_rows, kto_rows, sft_rows, tiny_train
 
+from adapters.runs import LockBusy, RunStore
 from trainer.config import LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy
 from trainer.dataset import TrainingData, screen
 from trainer.job import TrainerSettings
-from trainer.runs import LockBusy, RunStore
 from trainer.stages import plan_stages
 from trainer.watcher import Watcher, decide
 

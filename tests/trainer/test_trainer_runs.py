@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.runs import LockBusy, RunStore
+from adapters.runs import LockBusy, RunStore
 
 
 def test_one_run_per_adapter_at_a_time(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_one_run_per_adapter_at_a_time(tmp_path: Path) -> None:
 def test_lock_of_dead_process_is_recovered(tmp_path: Path) -> None:
     db = tmp_path / "trainer.db"
     code = (
-        "import os, sys; sys.path.insert(0, sys.argv[2]); from trainer.runs import RunStore;"
+        "import os, sys; sys.path.insert(0, sys.argv[2]); from adapters.runs import RunStore;"
         "RunStore(sys.argv[1]).acquire('support'); os._exit(0)"  # dies holding the lock
     )
     subprocess.run([sys.executable, "-c", code, str(db), str(Path.cwd())], check=True)

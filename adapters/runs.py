@@ -59,6 +59,10 @@ class LockBusy(RuntimeError):
     """Another live process is training this adapter."""
 
 
+class RunNotFound(KeyError):
+    """No run has this id."""
+
+
 @dataclass(frozen=True)
 class Run:
     """One row of the runs table."""
@@ -151,10 +155,10 @@ class RunStore:
         logger.info("run %d finished: %s%s", run_id, status, f" ({error})" if error else "")
 
     def get(self, run_id: int) -> Run:
-        """One run by id; KeyError when absent."""
+        """One run by id; RunNotFound (a KeyError) when absent."""
         rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
         if not rows:
-            raise KeyError(run_id)
+            raise RunNotFound(f"no training run {run_id}")
         return Run.from_row(rows[0])
 
     def list(self, adapter: str | None = None, limit: int = 50) -> list[Run]:
@@ -164,6 +168,10 @@ class RunStore:
             sql, args = sql + " WHERE adapter = ?", [adapter]
         rows = self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
         return [Run.from_row(r) for r in rows]
+
+    def queued_adapters(self) -> list[str]:
+        """Adapters with a run waiting to be picked up by the watcher."""
+        return [r[0] for r in self.db.conn.execute("SELECT DISTINCT adapter FROM runs WHERE status = 'queued'")]
 
     def last_started(self, adapter: str) -> float | None:
         """When the adapter's latest run started (any outcome), or None."""
@@ -212,11 +220,21 @@ class RunStore:
                     " WHERE id = ? AND status IN ('queued', 'running')",
                     [f"trainer process {row[1]} died mid-run; lock recovered", now, row[0]],
                 )
-            cur = conn.execute(
-                "INSERT INTO runs (adapter, status, created_at, started_at, pid, host) VALUES (?,?,?,?,?,?)",
-                [adapter, "running", now, now, os.getpid(), self.host],
-            )
-            run_id = int(cur.lastrowid)
+            queued = conn.execute(  # a run asked for over the admin API becomes this run
+                "SELECT id FROM runs WHERE adapter = ? AND status = 'queued' ORDER BY id LIMIT 1", [adapter]
+            ).fetchone()
+            if queued:
+                run_id = int(queued[0])
+                conn.execute(
+                    "UPDATE runs SET status = 'running', started_at = ?, pid = ?, host = ? WHERE id = ?",
+                    [now, os.getpid(), self.host, run_id],
+                )
+            else:
+                cur = conn.execute(
+                    "INSERT INTO runs (adapter, status, created_at, started_at, pid, host) VALUES (?,?,?,?,?,?)",
+                    [adapter, "running", now, now, os.getpid(), self.host],
+                )
+                run_id = int(cur.lastrowid)
             conn.execute(
                 "INSERT OR REPLACE INTO locks (adapter, run_id, pid, host, heartbeat_at) VALUES (?,?,?,?,?)",
                 [adapter, run_id, os.getpid(), self.host, now],
