@@ -13,6 +13,7 @@ from adapters.errors import InvalidName
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 PRODUCTION = "production"
 CANDIDATE = "candidate"
+CANARY = "canary"  # while set, the gateway sends a share of the production traffic here
 
 
 def check_name(name: str, what: str = "adapter name") -> str:

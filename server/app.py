@@ -46,7 +46,8 @@ async def start_engine(state: GatewayState, factory: EngineFactory) -> None:
         engine = await asyncio.to_thread(factory, state.settings)
         state.engine = engine
         await warm_up(engine)
-        state.resolver = AdapterResolver(state.registry, engine, state.metrics, state.settings.registry_poll_seconds)
+        state.resolver = AdapterResolver(state.registry, engine, state.metrics, state.settings.registry_poll_seconds,
+                                         state.settings.canary_share)
         await state.resolver.start()
         state.chat = ChatHandler(
             engine, state.resolver, state.metrics,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 from adapters.errors import AdapterNotFound
-from adapters.names import PRODUCTION, AdapterRef
+from adapters.names import CANARY, PRODUCTION, AdapterRef
 from adapters.registry import AdapterVersion, Registry
 from server.engine import AdapterHandle, Engine
 from server.errors import AdapterLoadFailed
@@ -30,8 +31,11 @@ def handle_for(version: AdapterVersion) -> AdapterHandle:
 class AdapterResolver:
     """Resolve `name`, `name@7`, `name@alias` to a loaded version; follow registry moves."""
 
-    def __init__(self, registry: Registry, engine: Engine, metrics: Metrics, poll_seconds: float = 0.5):
+    def __init__(
+        self, registry: Registry, engine: Engine, metrics: Metrics, poll_seconds: float = 0.5, canary_share: float = 0.1
+    ):
         self.registry = registry
+        self.canary_share = canary_share
         self.engine = engine
         self.metrics = metrics
         self.poll_seconds = poll_seconds
@@ -45,6 +49,10 @@ class AdapterResolver:
     async def resolve(self, text: str) -> AdapterVersion:
         """The version a new request should use; loads pinned versions on first use."""
         ref = AdapterRef.parse(text)
+        if "@" not in text and random.random() < self.canary_share:
+            canary = self._aliases.get((ref.name, CANARY))
+            if canary is not None:  # a share of the bare name's traffic tries the canary
+                return canary
         if ref.alias is not None:
             version = self._aliases.get((ref.name, ref.alias))
             if version is None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from adapters.names import CANARY
 from adapters.registry import AdapterVersion, Registry
 from adapters.runs import RunStore
 from trainer.dataset import TrainingData
@@ -141,9 +142,11 @@ class Pipeline:
             reason = f"auto: gate passed in run {self.run_id} ({_summary(gate.metrics)})"
             self.registry.promote(self.adapter, version.version, actor="trainer", reason=reason)
             return
-        # canary: the gateway splits traffic between production and candidate; the decision is
-        # trainer.promotion.decide_canary, applied by the watcher once both have enough ratings.
-        logger.info("%s is the canary candidate (%.0f%% of traffic)", version.lora_name, policy.canary_share * 100)
+        # canary: the gateway sends a share of the adapter's traffic to the `canary` alias; the watcher
+        # promotes or rolls it back with trainer.promotion.review_canary once both sides have ratings.
+        reason = f"canary: gate passed in run {self.run_id} ({_summary(gate.metrics)})"
+        self.registry.set_alias(self.adapter, CANARY, version.version, actor="trainer", reason=reason)
+        logger.info("%s is the canary (%.0f%% of traffic)", version.lora_name, policy.canary_share * 100)
 
 
 def _summary(metrics: dict) -> str:

@@ -7,11 +7,16 @@ non-inferiority check with no margin: a candidate that is merely as good as prod
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Literal
 
+from adapters.names import CANARY, PRODUCTION
+from adapters.registry import Registry
 from trainer.config import PromotionPolicy
+
+logger = logging.getLogger(__name__)
 
 Verdict = Literal["wait", "promote", "rollback"]
 
@@ -46,3 +51,31 @@ def decide_canary(
     if p_value < policy.canary_alpha:
         return CanaryDecision("rollback", p_value, f"canary worse: {rates} < alpha {policy.canary_alpha}")
     return CanaryDecision("promote", p_value, f"canary not worse: {rates}")
+
+
+def review_canary(
+    registry: Registry, rating_counts: list[dict], adapter: str, policy: PromotionPolicy
+) -> CanaryDecision:
+    """Apply the canary decision to the registry: promote the canary, drop it, or leave it running.
+
+    `rating_counts` are the feedback store's per-version counts for the adapter (`rating_counts(adapter)`).
+    Both moves land in the audit log with the test's numbers as the reason.
+    """
+    canary, production = registry.alias_version(adapter, CANARY), registry.alias_version(adapter, PRODUCTION)
+    if canary is None or production is None:
+        return CanaryDecision("wait", None, "no canary running")
+    counts = {row["adapter_version"]: row for row in rating_counts if row["adapter"] == adapter}
+
+    def up_and_rated(version: int) -> tuple[int, int]:
+        row = counts.get(version, {})
+        return int(row.get("up") or 0), int(row.get("up") or 0) + int(row.get("down") or 0)
+
+    decision = decide_canary(*up_and_rated(production), *up_and_rated(canary), policy)
+    if decision.verdict == "promote":
+        registry.promote(adapter, canary, actor="trainer", reason=decision.reason)
+        registry.remove_alias(adapter, CANARY, actor="trainer", reason=f"promoted v{canary}")
+    elif decision.verdict == "rollback":
+        registry.remove_alias(adapter, CANARY, actor="trainer", reason=decision.reason)
+    if decision.verdict != "wait":
+        logger.info("%s canary v%d: %s (%s)", adapter, canary, decision.verdict, decision.reason)
+    return decision

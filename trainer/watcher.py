@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from adapters.names import CANARY
 from adapters.runs import LockBusy, Run, RunStore
 from trainer.config import TriggerPolicy
 from trainer.job import TrainerSettings, run_job
+from trainer.promotion import review_canary
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class Watcher:
 
     def tick(self, now: float | None = None) -> list[Run]:
         """One pass over the adapters; returns the runs it finished."""
+        self.review_canaries()
         finished = []
         queued = set(self.store.queued_adapters())
         for adapter in sorted(set(self.list_adapters()) | queued):
@@ -115,6 +118,18 @@ class Watcher:
             except LockBusy as e:
                 logger.info("skipping %s: %s", adapter, e)
         return finished
+
+    def review_canaries(self) -> None:
+        """Promote or roll back running canaries whose ratings decide it (policy `canary`)."""
+        from feedback.store import FeedbackStore
+
+        registry = self.settings.registry()
+        canaries = [name for (name, alias) in registry.aliases() if alias == CANARY]
+        if not canaries:
+            return
+        with FeedbackStore(self.settings.feedback_db) as store:
+            for adapter in canaries:
+                review_canary(registry, store.rating_counts(adapter), adapter, self.settings.promotion)
 
     def run_forever(self) -> None:
         """Loop until SIGTERM/SIGINT (handlers installed when called from the main thread)."""

@@ -128,3 +128,14 @@ def test_training_runs_are_queued_for_the_watcher(client: TestClient, base_dir: 
     assert [r["id"] for r in client.get("/admin/training/runs?adapter=bot").json()] == [run.json()["id"]]
     missing = client.get("/admin/training/runs/999")
     assert missing.status_code == 404 and missing.json()["error"]["message"] == "no training run 999"
+
+
+def test_canary_gets_a_share_of_the_bare_name_traffic(tmp_path: Path, base_dir: Path, engine: FakeEngine):
+    settings = Settings(data_dir=tmp_path / "d", model_path=base_dir, registry_poll_seconds=0.05,
+                        max_lora_rank=8, train_lora_rank=8, canary_share=0.3)
+    for client in start(settings, engine):
+        register(client, "bot", write_lora(tmp_path / "a1", base_dir, seed=1))
+        register(client, "bot", write_lora(tmp_path / "a2", base_dir, seed=2), alias="canary")
+        served = [served_by(client) for _ in range(200)]
+        assert 30 <= served.count("bot@2") <= 90  # 30% of 200, far outside chance either way
+        assert served_by(client, "bot@production") == "bot@1"  # naming the alias skips the split
