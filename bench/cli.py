@@ -91,3 +91,37 @@ def serve(
         if side.error:
             console.print(f"[red]{side.server} failed:[/red] {side.error[-1500:]}")
     console.print("written: " + ", ".join(str(p) for p in report.files))
+
+
+@app.command()
+def feedback(
+    submissions: int = typer.Option(5000, "--submissions", "-n", min=1, help="Feedback submissions per phase."),
+    inflight: int = typer.Option(64, min=1, help="Feedback requests in flight at once."),
+    completions: int = typer.Option(32, min=1, help="Real completions served first, for the feedback to rate."),
+    chat_concurrency: int = typer.Option(16, min=1, help="Concurrent chat streams."),
+    chat_requests: int = typer.Option(64, min=1, help="Chat requests per chat phase."),
+    max_tokens: int = typer.Option(64, min=1, help="Tokens generated per chat request."),
+    model: Path = typer.Option(None, help=MODEL_HELP),
+    max_model_len: int = typer.Option(1024, help="FLYWHEEL_MAX_MODEL_LEN for the gateway."),
+    kv_cache_gib: int = typer.Option(1, help="FLYWHEEL_KV_CACHE_GIB for the gateway."),
+    max_num_seqs: int = typer.Option(64, help="FLYWHEEL_MAX_NUM_SEQS for the gateway."),
+    out: Path = typer.Option(DOCS, help="Where bench_feedback.json and bench_feedback.md are written."),
+    work_dir: Path = typer.Option(None, help="Keep the gateway's data and log here (default: a temp dir)."),
+) -> None:
+    """Feedback ingestion while chat runs: submissions/s, p99 latency, chat throughput with vs without."""
+    from bench.feedback import FeedbackConfig, run_feedback_bench
+    from bench.progress import Steps
+
+    _quiet()
+    config = FeedbackConfig(flags=_flags(model, max_model_len, kv_cache_gib, max_num_seqs), submissions=submissions,
+                            inflight=inflight, completions=completions, chat_concurrency=chat_concurrency,
+                            chat_requests=chat_requests, max_tokens=max_tokens, out_dir=out, work_dir=work_dir)
+    report = run_feedback_bench(config, Steps(console))
+    _table("feedback ingestion", ["phase", "submitted", "per s", "p50 ms", "p99 ms", "errors"],
+           [[name, r.submitted, r.per_s, r.p50_ms, r.p99_ms, r.errors] for name, r in
+            (("alone", report.feedback_alone), ("while chat runs", report.feedback_during_chat))])
+    _table("chat", ["phase", "tokens/s", "TTFT p50 ms", "ITL p50 ms", "errors"],
+           [[name, s.output_tokens_per_s, s.ttft_p50_ms, s.itl_p50_ms, s.errors] for name, s in
+            (("alone", report.chat_alone), ("with feedback", report.chat_with_feedback))])
+    console.print(f"chat throughput with / without feedback: {report.chat_ratio()}x; targets: {report.targets()}")
+    console.print("written: " + ", ".join(str(p) for p in report.files))

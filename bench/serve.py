@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.cpu import cpu_use
 from bench.hardware import Hardware, detect
 from bench.load import LoadSpec, LoadSummary, run_load
 from bench.lora import build_lora
@@ -55,6 +56,7 @@ class SideResult:
     startup_s: float = 0.0
     base: LoadSummary | None = None
     adapter: LoadSummary | None = None
+    cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)  # load -> CPU seconds of API and engine
     error: str | None = None
 
 
@@ -126,9 +128,9 @@ def _side(name: str, config: ServeConfig, work: Path, lora: Path | None, steps: 
             with steps.phase("starting vLLM's own OpenAI server"):
                 server = stack.enter_context(vllm_server(config.flags, work / "vllm.log", modules))
             side.startup_s = round(time.perf_counter() - start, 1)
-            side.base = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name))
+            side.base = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name), side)
             if modules:
-                side.adapter = _measure(server, config, steps, LoadSpec(model=ADAPTER))
+                side.adapter = _measure(server, config, steps, LoadSpec(model=ADAPTER), side)
     except (ServerFailed, httpx.HTTPError) as e:
         side.error = str(e)[-2000:]
     return side
@@ -149,12 +151,12 @@ def _gateway_side(
             server = stack.enter_context(gateway_server(config.flags, data_dir, work / "gateway.log",
                                                         config.poll_seconds))
         side.startup_s = round(time.perf_counter() - start, 1)
-        side.base = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name))
+        side.base = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name), side)
         if lora and config.with_adapter:
             with httpx.Client(base_url=server.url, timeout=120) as client:
                 upload_version(client, ADAPTER, lora, alias="production")
             side.adapter = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name,
-                                                                    adapter=ADAPTER))
+                                                                    adapter=ADAPTER), side)
         if lora and config.swaps:
             registry = Registry(data_dir / "registry.db", data_dir / "adapters",
                                 BaseModelInfo.from_dir(config.flags.model_dir), config.flags.max_lora_rank)
@@ -168,8 +170,10 @@ def _gateway_side(
     return side, swap
 
 
-def _measure(server: RunningServer, config: ServeConfig, steps: Steps, template: LoadSpec) -> LoadSummary:
-    """Warm the server on this request shape, then run the measured load."""
+def _measure(
+    server: RunningServer, config: ServeConfig, steps: Steps, template: LoadSpec, side: SideResult
+) -> LoadSummary:
+    """Warm the server on this request shape, then run the measured load, noting the server's CPU use."""
     on_adapter = template.adapter is not None or template.model == ADAPTER
     what = f"adapter {ADAPTER}" if on_adapter else "base model"
     requests = config.adapter_requests if on_adapter else config.requests
@@ -178,8 +182,11 @@ def _measure(server: RunningServer, config: ServeConfig, steps: Steps, template:
     asyncio.run(run_load(server.url, warm))
     spec = LoadSpec(concurrency=config.concurrency, requests=requests, max_tokens=config.max_tokens,
                     model=template.model, adapter=template.adapter)
+    before = cpu_use(server.pid)
     with steps.bar(f"{server.name}: {what}, {requests} requests, {spec.concurrency} at once", requests) as tick:
         _, summary = asyncio.run(run_load(server.url, spec, tick))
+    used = cpu_use(server.pid) - before
+    side.cpu_s["adapter" if on_adapter else "base"] = {"api_process": used.api_s, "engine": used.engine_s}
     steps.note(f"{server.name} {what}: {summary.output_tokens_per_s:.1f} tokens/s, "
                f"TTFT p50 {summary.ttft_p50_ms:.0f} ms, errors {summary.errors}")
     return summary

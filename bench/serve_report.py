@@ -25,6 +25,19 @@ ROWS = (  # (label, LoadSummary field)
 )
 
 
+def _cpu_rows(report: ServeReport) -> list[list[object]]:
+    """CPU seconds per 1,000 output tokens, API process and engine, per load and server."""
+    rows = []
+    for load in ("base", "adapter"):
+        for side in (report.vllm, report.gateway):
+            summary, cpu = getattr(side, load), side.cpu_s.get(load)
+            if summary and cpu and summary.tokens_out:
+                per_k = 1000 / summary.tokens_out
+                rows.append([load, side.server, cpu["api_process"], cpu["engine"],
+                             round(cpu["api_process"] * per_k, 3), round(cpu["engine"] * per_k, 3)])
+    return rows
+
+
 def _load_rows(load: str, vllm: LoadSummary | None, gateway: LoadSummary | None) -> list[list[object]]:
     rows = []
     for label, key in ROWS:
@@ -65,6 +78,14 @@ def markdown(report: ServeReport) -> str:
         "## Results\n\n" + markdown_table(["load", "metric", "vLLM server", "gateway", "gateway / vLLM"], rows)
         + "\n\n" + _verdict(report),
     ]
+    cpu = _cpu_rows(report)
+    if cpu:
+        parts.append(
+            "## Where the CPU went\n\nCPU seconds during each measured load: the server's API process (HTTP, "
+            "tokenizing, streaming) and its engine process (vLLM's engine core). On 2 cores, API-process CPU "
+            "is taken from the engine.\n\n" + markdown_table(
+                ["load", "server", "API process CPU s", "engine CPU s", "API CPU s / 1k tokens",
+                 "engine CPU s / 1k tokens"], cpu))
     if report.swap:
         s = report.swap.stats()
         parts.append(

@@ -1,0 +1,162 @@
+"""Issue 3's benchmark: feedback ingestion while chat traffic runs through the gateway.
+
+One gateway; some real completions to rate; then (1) feedback alone, (2) chat alone, (3) chat with
+feedback submitted beside it for the whole chat run. Chat throughput (3) / (2) is the slowdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.feedback_load import FeedbackLoadResult, FeedbackProcess
+from bench.hardware import Hardware, detect
+from bench.load import PROMPTS, LoadSpec, LoadSummary, run_load
+from bench.progress import Steps
+from bench.report import markdown_table, ratio, write
+from bench.servers import REPO, EngineFlags, gateway_server
+
+# issue 3's targets
+TARGET_PER_S, TARGET_P99_MS, TARGET_CHAT_RATIO = 2000.0, 50.0, 0.95
+
+
+@dataclass
+class FeedbackConfig:
+    """Sizes of one run; the defaults finish in a few minutes on 2 CPU cores."""
+
+    flags: EngineFlags
+    submissions: int = 5000
+    inflight: int = 64
+    completions: int = 32
+    chat_concurrency: int = 16
+    chat_requests: int = 64
+    max_tokens: int = 64
+    out_dir: Path = REPO / "docs"
+    work_dir: Path | None = None
+
+
+@dataclass
+class FeedbackReport:
+    """Everything one run measured, and where it was written."""
+
+    hardware: Hardware
+    config: FeedbackConfig
+    feedback_alone: FeedbackLoadResult
+    chat_alone: LoadSummary
+    chat_with_feedback: LoadSummary
+    feedback_during_chat: FeedbackLoadResult
+    load_average_at_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    files: list[Path] = field(default_factory=list)
+
+    def chat_ratio(self) -> float | None:
+        """Chat throughput with feedback load / without."""
+        return ratio(self.chat_with_feedback.output_tokens_per_s, self.chat_alone.output_tokens_per_s)
+
+    def targets(self) -> dict[str, bool]:
+        """Which of issue 3's targets this run met (ingestion measured while chat ran)."""
+        during, chat_ratio = self.feedback_during_chat, self.chat_ratio() or 0.0
+        return {"submissions_per_s_at_least_2000": during.per_s >= TARGET_PER_S,
+                "p99_under_50ms": during.p99_ms < TARGET_P99_MS,
+                "chat_slowdown_at_most_5_percent": chat_ratio >= TARGET_CHAT_RATIO}
+
+    def as_dict(self) -> dict:
+        """Plain JSON-ready dict."""
+        config = {k: v for k, v in asdict(self.config).items() if k not in ("out_dir", "work_dir")}
+        return {"benchmark": "feedback ingestion under chat load", "hardware": self.hardware.as_dict(),
+                "load_average_at_end": self.load_average_at_end, "config": config,
+                "feedback_alone": self.feedback_alone.as_dict(), "chat_alone": self.chat_alone.as_dict(),
+                "chat_with_feedback": self.chat_with_feedback.as_dict(),
+                "feedback_during_chat": self.feedback_during_chat.as_dict(),
+                "chat_throughput_ratio_with_over_without": self.chat_ratio(), "targets_met": self.targets()}
+
+
+def create_completions(url: str, count: int) -> list[str]:
+    """Serve `count` short chat completions and return their ids, once feedback can resolve them."""
+    ids = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for i in range(count):
+            body = {"model": "base", "max_tokens": 8, "temperature": 0.0,
+                    "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
+            response = client.post("/v1/chat/completions", json=body)
+            response.raise_for_status()
+            ids.append(response.json()["id"])
+        # the completion log is written off the request path; wait until the last id is rateable
+        deadline = time.monotonic() + 10
+        probe = {"completion_id": ids[-1], "rating": "up", "user": "bench-probe"}
+        while client.post("/v1/feedback", json=probe).status_code != 201:
+            if time.monotonic() > deadline:
+                raise TimeoutError("completions were not rateable within 10 s")
+            time.sleep(0.05)
+    return ids
+
+
+def run_feedback_bench(config: FeedbackConfig, steps: Steps) -> FeedbackReport:
+    """Run the three phases against one gateway and write `bench_feedback.json` and `.md`."""
+    hardware = detect()
+    chat = LoadSpec(concurrency=config.chat_concurrency, requests=config.chat_requests, max_tokens=config.max_tokens)
+    with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as tmp, ExitStack() as stack:
+        work = config.work_dir or Path(tmp)
+        with steps.phase("starting the Flywheel gateway"):
+            server = stack.enter_context(gateway_server(config.flags, work / "gateway-data", work / "gateway.log"))
+        asyncio.run(run_load(server.url, LoadSpec(concurrency=4, requests=4, max_tokens=8)))  # warm-up
+        with steps.phase(f"serving {config.completions} completions to rate"):
+            ids = create_completions(server.url, config.completions)
+        with steps.phase(f"feedback alone: {config.submissions} submissions, {config.inflight} in flight"):
+            alone = FeedbackProcess(server.url, ids, config.submissions, config.inflight).start().finish()
+        steps.note(f"feedback alone: {alone.per_s:.0f}/s, p99 {alone.p99_ms:.1f} ms, errors {alone.errors}")
+        with steps.bar("chat alone", chat.requests) as tick:
+            _, chat_alone = asyncio.run(run_load(server.url, chat, tick))
+        steps.note(f"chat alone: {chat_alone.output_tokens_per_s:.1f} tokens/s")
+        submitter = FeedbackProcess(server.url, ids, config.submissions, config.inflight).start()
+        with steps.bar("chat with feedback load beside it", chat.requests) as tick:
+            _, chat_with = asyncio.run(run_load(server.url, chat, tick))
+        with steps.phase("waiting for the feedback submitter to finish"):
+            during = submitter.finish()
+        steps.note(f"chat with feedback: {chat_with.output_tokens_per_s:.1f} tokens/s; "
+                   f"feedback during chat: {during.per_s:.0f}/s, p99 {during.p99_ms:.1f} ms")
+    report = FeedbackReport(hardware, config, alone, chat_alone, chat_with, during, os.getloadavg())
+    report.files = list(write(config.out_dir, "bench_feedback", report.as_dict(), markdown(report)))
+    return report
+
+
+def _yes(met: bool) -> str:
+    return "**met**" if met else "**NOT met**"
+
+
+def markdown(report: FeedbackReport) -> str:
+    """The page: hardware, settings, ingestion and chat tables, targets, caveats."""
+    c, met = report.config, report.targets()
+    feedback_rows = [[name, r.submitted, r.per_s, r.p50_ms, r.p99_ms, r.max_ms, r.errors] for name, r in
+                     (("alone", report.feedback_alone), ("while chat runs", report.feedback_during_chat))]
+    chat_rows = [[name, s.output_tokens_per_s, s.ttft_p50_ms, s.ttft_p99_ms, s.itl_p50_ms, s.itl_p99_ms, s.errors]
+                 for name, s in (("alone", report.chat_alone), ("with feedback load", report.chat_with_feedback))]
+    during = report.feedback_during_chat
+    return "\n\n".join([
+        "# Feedback ingestion under chat load",
+        "Produced by `flywheel bench feedback`, against one gateway (vLLM engine, default settings otherwise).",
+        "## Hardware\n\n" + report.hardware.markdown() + "\n- Load average when the run ended: "
+        + ", ".join(f"{x:.2f}" for x in report.load_average_at_end),
+        f"## Settings\n\n- Feedback: at least {c.submissions} `POST /v1/feedback` per phase, {c.inflight} in flight "
+        f"(aiohttp, its own process), spread over {c.completions} real completions, each a distinct user and "
+        f"feedback_id (every one a new row)\n- Chat: {c.chat_concurrency} concurrent streams, {c.chat_requests} "
+        f"requests of {c.max_tokens} tokens; during the combined phase feedback is submitted for the whole chat run",
+        "## Feedback ingestion\n\n" + markdown_table(
+            ["phase", "submissions", "per second", "p50 (ms)", "p99 (ms)", "max (ms)", "errors"], feedback_rows),
+        "## Chat throughput\n\n" + markdown_table(
+            ["chat", "output tokens/s", "TTFT p50 (ms)", "TTFT p99 (ms)", "ITL p50 (ms)", "ITL p99 (ms)", "errors"],
+            chat_rows) + f"\n\nWith / without feedback load: **{report.chat_ratio()}x**.",
+        "## Targets (issue 3), measured while chat runs\n\n"
+        f"- >= 2,000 submissions/s: {_yes(met['submissions_per_s_at_least_2000'])} ({during.per_s:,.0f}/s)\n"
+        f"- p99 < 50 ms: {_yes(met['p99_under_50ms'])} ({during.p99_ms:.1f} ms)\n"
+        f"- chat slowdown <= 5%: {_yes(met['chat_slowdown_at_most_5_percent'])} ({report.chat_ratio()}x)",
+        "## Caveats\n\n- The load generators run on the same cores as the gateway and its engine process, so the "
+        "client's own CPU is part of what is measured; other work on the machine (see the load averages) moves "
+        "absolute numbers.",
+    ])

@@ -1,0 +1,113 @@
+"""The feedback submitter: many concurrent `POST /v1/feedback` calls, run in a process of its own.
+
+Its own process so that its event loop does not delay the chat load generator's timestamps (and
+the other way round). aiohttp rather than httpx: on 2 shared cores the client's own CPU cost per
+request decides how much load it can offer, and aiohttp's is a fraction of httpx's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from bench.load import percentile
+
+
+@dataclass
+class FeedbackLoadResult:
+    """One feedback run as the clients saw it; latencies in milliseconds."""
+
+    submitted: int
+    errors: int
+    wall_s: float
+    per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    first_error: str | None = None
+
+    def as_dict(self) -> dict:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+
+async def submit_feedback(
+    url: str, completion_ids: list[str], count: int, inflight: int, keep_going: object | None = None
+) -> FeedbackLoadResult:
+    """Submit at least `count` ratings, `inflight` at a time; go on while `keep_going.is_set()` (an Event)."""
+    import aiohttp
+
+    run = uuid.uuid4().hex[:8]  # distinct feedback_ids per run: a repeat would hit the idempotent shortcut
+    counter = itertools.count()
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while True:
+            i = next(counter)
+            if i >= count and not (keep_going is not None and keep_going.is_set()):
+                return
+            body = {"completion_id": completion_ids[i % len(completion_ids)], "rating": "up" if i % 3 else "down",
+                    "user": f"bench-{run}-{i}", "feedback_id": f"bench-{run}-{i}"}
+            start = time.perf_counter()
+            try:
+                async with session.post(f"{url}/v1/feedback", json=body) as response:
+                    await response.read()
+                    if response.status != 201:
+                        errors.append(f"HTTP {response.status}: {(await response.text())[:200]}")
+                        continue
+            except aiohttp.ClientError as e:
+                errors.append(f"{type(e).__name__}: {e}"[:200])
+                continue
+            latencies.append((time.perf_counter() - start) * 1000)
+
+    start = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=inflight)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(inflight)))
+    wall = time.perf_counter() - start
+    return FeedbackLoadResult(
+        submitted=len(latencies), errors=len(errors), wall_s=round(wall, 3),
+        per_s=round(len(latencies) / wall, 1) if wall else 0.0,
+        p50_ms=round(percentile(latencies, 50), 2), p99_ms=round(percentile(latencies, 99), 2),
+        max_ms=round(max(latencies, default=0.0), 2), first_error=errors[0] if errors else None,
+    )
+
+
+def _child(url: str, ids: list[str], count: int, inflight: int, keep_going: object, started: object,
+           out: object) -> None:
+    started.set()
+    out.put(asyncio.run(submit_feedback(url, ids, count, inflight, keep_going)).as_dict())
+
+
+class FeedbackProcess:
+    """`submit_feedback` in a spawned process: start it, do other work, then `finish()` for its result."""
+
+    def __init__(self, url: str, completion_ids: list[str], count: int, inflight: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.keep_going = ctx.Event()
+        self.keep_going.set()  # until the caller's own work is done
+        self._started = ctx.Event()
+        self._out = ctx.Queue()
+        self._proc = ctx.Process(target=_child, args=(url, completion_ids, count, inflight, self.keep_going,
+                                                      self._started, self._out), daemon=True)
+
+    def start(self) -> FeedbackProcess:
+        """Start submitting; returns once the child runs (spawning takes a second or two of imports)."""
+        self._proc.start()
+        self._started.wait(timeout=60)
+        return self
+
+    def finish(self, timeout_s: float = 600) -> FeedbackLoadResult:
+        """Let it stop once it has sent its count; wait for and return its result."""
+        self.keep_going.clear()
+        try:
+            return FeedbackLoadResult(**self._out.get(timeout=timeout_s))
+        finally:
+            self._proc.join(timeout=10)
+            if self._proc.is_alive():
+                self._proc.kill()
