@@ -46,10 +46,10 @@ class Gateway:
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the `flywheel` command line against the same data directory (another process)."""
         return subprocess.run([sys.executable, "-m", "flywheel", *args], env=self.env, capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
