@@ -97,7 +97,10 @@ class Watcher:
 
     def tick(self, now: float | None = None) -> list[Run]:
         """One pass over the adapters; returns the runs it finished."""
-        self.review_canaries()
+        try:
+            self.review_canaries()
+        except Exception:  # a failed review must not stop training; the next tick retries
+            logger.exception("canary review failed")
         finished = []
         queued = set(self.store.queued_adapters())
         for adapter in sorted(set(self.list_adapters()) | queued):
