@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.registry import AdapterVersion, AliasEvent
@@ -42,10 +44,8 @@ class VersionOut(BaseModel):
 
     @classmethod
     def of(cls, v: AdapterVersion, aliases: list[str] | None = None) -> VersionOut:
-        return cls(adapter=v.adapter, version=v.version, sha256=v.sha256, rank=v.rank, alpha=v.alpha,
-                   target_modules=v.target_modules, base_fingerprint=v.base_fingerprint, created_at=v.created_at,
-                   source=v.source, parent_version=v.parent_version, metrics=v.metrics, status=v.status,
-                   created_by=v.created_by, aliases=aliases or [])
+        # the id and on-disk path stay internal: requests and responses never carry paths
+        return cls.model_validate({**asdict(v), "aliases": aliases or []})
 
 
 class AdapterOut(BaseModel):
