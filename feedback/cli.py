@@ -13,19 +13,21 @@ from rich.table import Table
 from feedback.export import ExportOptions, build_training_set, write_jsonl
 from feedback.stats import version_stats
 from feedback.store import FeedbackStore
+from flywheel.settings import Settings
 
 app = typer.Typer(help="Feedback log: export training sets and show ratings per adapter version.")
 
 DbOption = Annotated[
-    Path,
+    Path | None,
     typer.Option(
-        "--db", help="Path of the feedback SQLite database (the gateway's FLYWHEEL_DATA_DIR/feedback.db)."
+        "--db", help="Feedback SQLite database (default: the gateway's FLYWHEEL_DATA_DIR/feedback.db)."
     ),
 ]
 
 
-def _open(db: Path) -> FeedbackStore:
+def _open(db: Path | None) -> FeedbackStore:
     """Open an existing store; a missing file is a usage error, not a new empty database."""
+    db = db or Settings().feedback_db  # the CLI is an entry point: settings are built here
     if not db.is_file():
         raise typer.BadParameter(f"no feedback database at {db}", param_hint="--db")
     try:
@@ -66,7 +68,7 @@ def export(
         str,
         typer.Option("--conflicts", help="Conflicting ratings: 'majority' keeps the majority, 'drop' drops."),
     ] = "majority",
-    db: DbOption = Path("data/feedback.db"),
+    db: DbOption = None,
 ) -> None:
     """Build a training set for ADAPTER and write it as JSONL in TRL's conversational format."""
     if kind not in ("sft", "dpo", "kto"):
@@ -107,7 +109,7 @@ def stats(
     by_day: Annotated[
         bool, typer.Option("--by-day", help="One row per UTC day instead of all time.")
     ] = False,
-    db: DbOption = Path("data/feedback.db"),
+    db: DbOption = None,
 ) -> None:
     """Completions, ratings, up-rate, corrections and pairs per adapter version."""
     with _open(db) as store:

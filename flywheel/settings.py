@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         False, description="Allow binding to a non-loopback address without keys. Never in production."
     )
 
+    # --- feedback ------------------------------------------------------------------------------
+    feedback_retention_days: float | None = Field(
+        None, gt=0, description="Delete logged completions older than this (rated ones are kept). Empty: keep all."
+    )
+
     # --- hot-swap ------------------------------------------------------------------------------
     registry_poll_seconds: float = Field(
         0.5, gt=0, le=5, description="How often the gateway looks for alias moves made by other processes."

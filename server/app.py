@@ -62,6 +62,16 @@ async def start_engine(state: GatewayState, factory: EngineFactory) -> None:
         logger.exception("engine failed to start")
 
 
+async def enforce_retention(state: GatewayState, every_seconds: float = 3600) -> None:
+    """Delete old unrated completions once an hour, off the event loop."""
+    days = state.settings.feedback_retention_days
+    while days:
+        deleted = await asyncio.to_thread(state.feedback.delete_completions_older_than, days * 86400)
+        if deleted:
+            logger.info("retention: deleted %d completions older than %g days", deleted, days)
+        await asyncio.sleep(every_seconds)
+
+
 def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) -> FastAPI:
     """Assemble the gateway. Stores open now; the engine starts when the app does."""
     base = BaseModelInfo.from_dir(settings.resolved_model_path)
@@ -75,9 +85,11 @@ def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(start_engine(state, engine_factory), name="engine-start")
+        tasks = [asyncio.create_task(start_engine(state, engine_factory), name="engine-start"),
+                 asyncio.create_task(enforce_retention(state), name="retention")]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         if state.resolver:
             await state.resolver.stop()
         state.feedback.close()

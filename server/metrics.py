@@ -51,7 +51,22 @@ class Metrics:
             "flywheel_feedback", "Feedback received, by adapter, version and rating (up, down, pair).",
             ("adapter", "version", "rating"), registry=self.registry,
         )
+        self.up_rate = Gauge(
+            "flywheel_feedback_up_rate", "Share of up ratings per adapter version since the gateway started.",
+            ("adapter", "version"), registry=self.registry,
+        )
+        self._ratings: dict[tuple[str, str], list[int]] = {}
         self.swap_seconds = Histogram(
             "flywheel_adapter_swap_seconds", "Time from noticing an alias move to serving the new version.",
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
+
+    def observe_feedback(self, adapter: str, version: str, rating: str) -> None:
+        """Count one rating (or pair) and refresh the version's up-rate."""
+        self.feedback.labels(adapter, version, rating).inc()
+        if rating not in ("up", "down"):
+            return
+        counts = self._ratings.setdefault((adapter, version), [0, 0])
+        counts[0] += rating == "up"
+        counts[1] += 1
+        self.up_rate.labels(adapter, version).set(counts[0] / counts[1])

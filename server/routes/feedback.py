@@ -6,6 +6,7 @@ thread pool and the event loop keeps serving chat meanwhile.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 from fastapi import APIRouter, Depends
@@ -26,8 +27,10 @@ def _body(record) -> dict:
 
 @router.post("", status_code=201)
 def submit_feedback(body: FeedbackRequest, state: StateDep) -> JSONResponse:
+    started = time.time()
     record = state.feedback.add_feedback(**body.model_dump())
-    state.metrics.feedback.labels(record.adapter or "", str(record.adapter_version or ""), record.rating).inc()
+    if record.created_at >= started:  # an idempotent repeat returns the first record: count it once
+        state.metrics.observe_feedback(record.adapter or "", str(record.adapter_version or ""), record.rating)
     return JSONResponse(_body(record), status_code=201)
 
 
@@ -36,8 +39,10 @@ def submit_pair(body: PairRequest, state: StateDep) -> JSONResponse:
     fields = body.model_dump()
     if body.prompt is not None:
         fields["prompt"] = [m.model_dump() for m in body.prompt]
+    started = time.time()
     record = state.feedback.add_pair(**fields)
-    state.metrics.feedback.labels(record.adapter or "", str(record.adapter_version or ""), "pair").inc()
+    if record.created_at >= started:
+        state.metrics.observe_feedback(record.adapter or "", str(record.adapter_version or ""), "pair")
     return JSONResponse(_body(record), status_code=201)
 
 

@@ -24,7 +24,9 @@ def test_rate_a_served_completion_and_read_it_back(client: TestClient):
                                               "feedback_id": "client-1"})
     assert again.json()["id"] == record["id"] and again.json()["rating"] == "up"
     assert client.get(f"/v1/feedback/{record['id']}").json()["completion_id"] == completion["id"]
-    assert 'flywheel_feedback_total{adapter="",rating="up",version=""}' in client.get("/metrics").text
+    metrics = client.get("/metrics").text
+    assert 'flywheel_feedback_total{adapter="",rating="up",version=""} 1.0' in metrics  # the repeat is not counted
+    assert 'flywheel_feedback_up_rate{adapter="",version=""} 1.0' in metrics
 
 
 def test_pairs_from_two_choices(client: TestClient):
