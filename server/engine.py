@@ -104,11 +104,13 @@ class VLLMEngine:
         self.max_model_len = settings.max_model_len
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
-        return list(
-            self._tokenizer.apply_chat_template(
+        try:
+            ids = self._tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=True, return_dict=False
             )
-        )
+        except Exception as e:  # a model's chat template may reject a conversation (jinja raise_exception)
+            raise BadRequest(f"the model's chat template rejected these messages: {e}", "messages") from e
+        return list(ids)
 
     async def generate(
         self, prompt_ids: list[int], sampling: Sampling, request_id: str, adapter: AdapterHandle | None
