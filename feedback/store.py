@@ -14,6 +14,7 @@ database could replace SQLite behind the same interface.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
 import threading
@@ -140,7 +141,16 @@ class FeedbackStore(StoreQueries):
         return self._writer.run(lambda conn: conn.execute(sql, (cutoff,)).rowcount)
 
     # ---- ratings --------------------------------------------------------------------------------
-    def add_feedback(
+    def add_feedback(self, completion_id: str, rating: Rating, **options: Any) -> FeedbackRecord:
+        """Store a rating on one choice; returns once it is committed. Idempotent on `feedback_id`."""
+        return self._writer.run(_feedback_op(self.new_feedback(completion_id, rating, **options)))
+
+    async def add_feedback_async(self, completion_id: str, rating: Rating, **options: Any) -> FeedbackRecord:
+        """`add_feedback` for an event loop: waits for the commit without holding a thread."""
+        op = _feedback_op(self.new_feedback(completion_id, rating, **options))
+        return await asyncio.wrap_future(self._writer.submit(op, waited=True))
+
+    def new_feedback(
         self,
         completion_id: str,
         rating: Rating,
@@ -151,7 +161,7 @@ class FeedbackStore(StoreQueries):
         user: str | None = None,
         feedback_id: str | None = None,
     ) -> FeedbackRecord:
-        """Store a rating on one choice; returns once it is committed. Idempotent on `feedback_id`."""
+        """Validate a rating against its completion and build the record (nothing is written)."""
         raise_if(
             rating_problems(rating)
             + index_problems("choice_index", choice_index)
@@ -168,16 +178,23 @@ class FeedbackStore(StoreQueries):
                     f" {completion.choice_indexes()}"
                 ]
             )
-        rec = FeedbackRecord(
+        return FeedbackRecord(
             id=new_id("fb_"), completion_id=completion_id, adapter=completion.adapter,
             adapter_version=completion.adapter_version, rating=rating, choice_index=choice_index,
             comment=comment, correction=correction, user=user, created_at=time.time(),
             feedback_id=feedback_id,
         )  # fmt: skip
-        return self._writer.run(lambda conn: _insert_feedback(conn, rec))
 
     # ---- pairs ----------------------------------------------------------------------------------
-    def add_pair(
+    def add_pair(self, **fields: Any) -> PairRecord:
+        """Store a preferred and a rejected answer (see `new_pair`); returns once committed."""
+        return self._writer.run(_pair_op(self.new_pair(**fields)))
+
+    async def add_pair_async(self, **fields: Any) -> PairRecord:
+        """`add_pair` for an event loop: waits for the commit without holding a thread."""
+        return await asyncio.wrap_future(self._writer.submit(_pair_op(self.new_pair(**fields)), waited=True))
+
+    def new_pair(
         self,
         *,
         chosen_completion_id: str | None = None,
@@ -191,18 +208,16 @@ class FeedbackStore(StoreQueries):
         user: str | None = None,
         feedback_id: str | None = None,
     ) -> PairRecord:
-        """Store a preferred and a rejected answer to one prompt, given as two completion ids
-        (+ choice indexes) or as prompt messages + two texts. Idempotent on `feedback_id`."""
+        """Validate and build a pair: two completion ids (+ choice indexes) or prompt messages + two texts.
+
+        Nothing is written; saving is idempotent on `feedback_id`."""
         fields = resolve_pair(
             self.get_completion, chosen_completion_id=chosen_completion_id,
             rejected_completion_id=rejected_completion_id, chosen_choice_index=chosen_choice_index,
             rejected_choice_index=rejected_choice_index, prompt=prompt, chosen=chosen, rejected=rejected,
             adapter=adapter, user=user, feedback_id=feedback_id,
         )  # fmt: skip
-        rec = PairRecord(
-            id=new_id("pair_"), created_at=time.time(), user=user, feedback_id=feedback_id, **fields
-        )
-        return self._writer.run(lambda conn: _insert_pair(conn, rec))
+        return PairRecord(id=new_id("pair_"), created_at=time.time(), user=user, feedback_id=feedback_id, **fields)
 
     # ---- reading back ---------------------------------------------------------------------------
     def get_feedback(self, feedback_id: str) -> FeedbackRecord | PairRecord:
@@ -239,6 +254,14 @@ class FeedbackStore(StoreQueries):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _feedback_op(rec: FeedbackRecord) -> Callable[[sqlite3.Connection], FeedbackRecord]:
+    return lambda conn: _insert_feedback(conn, rec)
+
+
+def _pair_op(rec: PairRecord) -> Callable[[sqlite3.Connection], PairRecord]:
+    return lambda conn: _insert_pair(conn, rec)
 
 
 def _insert_feedback(conn: sqlite3.Connection, rec: FeedbackRecord) -> FeedbackRecord:

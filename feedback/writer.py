@@ -51,9 +51,9 @@ class BatchWriter:
         self._thread = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, op: Operation) -> Future:
-        """Queue a fire-and-forget operation; the returned future resolves once it is committed."""
-        return self._put(op, waited=False)
+    def submit(self, op: Operation, *, waited: bool = False) -> Future:
+        """Queue an operation; the future resolves once it is committed. `waited` commits it at once."""
+        return self._put(op, waited=waited)
 
     def run(self, op: Operation, timeout: float | None = 60.0) -> Any:
         """Queue an operation, block until its transaction commits, and return its result (or raise)."""

@@ -99,7 +99,8 @@ def serve(
     if trainer:
         watcher = subprocess.Popen([sys.executable, "-m", "flywheel", "train", "--watch"])
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                    access_log=settings.access_log)
     finally:
         if watcher is not None:
             watcher.terminate()

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Keys for chat and feedback (Bearer). Empty: no key needed."
     )
     admin_key: str | None = Field(None, description="Key for /admin. Empty: admin is open (loopback only).")
+    access_log: bool = Field(False, description="Log every HTTP request (costs event-loop time under load).")
     allow_insecure: bool = Field(
         False, description="Allow binding to a non-loopback address without keys. Never in production."
     )

@@ -20,7 +20,7 @@ def key_matches(token: str | None, keys: list[str]) -> bool:
     return token is not None and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys)
 
 
-def require_user(request: Request) -> None:
+async def require_user(request: Request) -> None:
     """Chat and feedback: any user key (or the admin key) when keys are configured."""
     settings = request.app.state.flywheel.settings
     if not settings.api_keys:
@@ -31,7 +31,7 @@ def require_user(request: Request) -> None:
         raise Unauthorized("missing or invalid API key: send `Authorization: Bearer <key>`")
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Admin endpoints: the admin key when one is configured."""
     settings = request.app.state.flywheel.settings
     if settings.admin_key and not key_matches(bearer_token(request), [settings.admin_key]):

@@ -32,21 +32,21 @@ class GatewayState:
     startup_error: str | None = None
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
     return request.app.state.flywheel
 
 
-def get_chat(request: Request) -> ChatHandler:
-    state = get_state(request)
+async def get_chat(request: Request) -> ChatHandler:
+    state = request.app.state.flywheel
     if not state.ready or state.chat is None:
         reason = state.startup_error or "the engine is still warming up; poll /ready"
         raise EngineUnavailable(reason)
     return state.chat
 
 
-def get_resolver(request: Request) -> AdapterResolver:
-    get_chat(request)  # same readiness rule
-    return get_state(request).resolver
+async def get_resolver(request: Request) -> AdapterResolver:
+    await get_chat(request)  # same readiness rule
+    return request.app.state.flywheel.resolver
 
 
 StateDep = Annotated[GatewayState, Depends(get_state)]

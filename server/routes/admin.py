@@ -16,7 +16,7 @@ router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
 MAX_UPLOAD = 512 * 1024 * 1024
 
 
-def get_admin(state: StateDep, resolver: ResolverDep) -> AdminService:
+async def get_admin(state: StateDep, resolver: ResolverDep) -> AdminService:
     return AdminService(state.registry, resolver)
 
 

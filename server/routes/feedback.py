@@ -1,7 +1,7 @@
 """POST /v1/feedback, POST /v1/feedback/pairs, GET /v1/feedback/{id}.
 
-Plain `def` handlers: the store blocks until the row is committed, so FastAPI runs them in its
-thread pool and the event loop keeps serving chat meanwhile.
+Submissions await the store's group commit on the event loop (no thread-pool trip per request, which
+would contend with chat streaming for the GIL); they answer 201 only once the row is committed.
 """
 
 from __future__ import annotations
@@ -26,26 +26,26 @@ def _body(record) -> dict:
 
 
 @router.post("", status_code=201)
-def submit_feedback(body: FeedbackRequest, state: StateDep) -> JSONResponse:
+async def submit_feedback(body: FeedbackRequest, state: StateDep) -> JSONResponse:
     started = time.time()
-    record = state.feedback.add_feedback(**body.model_dump())
+    record = await state.feedback.add_feedback_async(**body.model_dump())
     if record.created_at >= started:  # an idempotent repeat returns the first record: count it once
         state.metrics.observe_feedback(record.adapter or "", str(record.adapter_version or ""), record.rating)
     return JSONResponse(_body(record), status_code=201)
 
 
 @router.post("/pairs", status_code=201)
-def submit_pair(body: PairRequest, state: StateDep) -> JSONResponse:
+async def submit_pair(body: PairRequest, state: StateDep) -> JSONResponse:
     fields = body.model_dump()
     if body.prompt is not None:
         fields["prompt"] = [m.model_dump() for m in body.prompt]
     started = time.time()
-    record = state.feedback.add_pair(**fields)
+    record = await state.feedback.add_pair_async(**fields)
     if record.created_at >= started:
         state.metrics.observe_feedback(record.adapter or "", str(record.adapter_version or ""), "pair")
     return JSONResponse(_body(record), status_code=201)
 
 
 @router.get("/{feedback_id}")
-def read_feedback(feedback_id: str, state: StateDep) -> dict:
+async def read_feedback(feedback_id: str, state: StateDep) -> dict:
     return _body(state.feedback.get_feedback(feedback_id))
