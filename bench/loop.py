@@ -48,7 +48,8 @@ class LoopConfig:
     epochs: float = 3.0
     max_steps: int | None = None
     batch_size: int = 8
-    threads: int = 2  # the gateway is idle while the bench trains, so training may use both cores
+    # one thread: on 2 shared, oversubscribed cores, 2 torch threads made a QLoRA step ~4x slower, not faster
+    threads: int = 1
     seed: int = 0
     out_dir: Path = REPO / "docs"
     work_dir: Path | None = None
@@ -86,10 +87,10 @@ class RoundResult:
     production_ppl: float | None = None
     ppl_change_vs_base: float | None = None  # production's general perplexity after the round vs the base's
     stages: list[dict] = field(default_factory=list)
-    rate_s: float = 0.0
-    train_s: float = 0.0
-    eval_s: float = 0.0
-    wall_s: float = 0.0
+    rate_s: float | None = None
+    train_s: float | None = None
+    eval_s: float | None = None
+    wall_s: float | None = None
     sample: str = ""
 
 
@@ -273,7 +274,7 @@ def loop(
     learning_rate: float = typer.Option(5e-4, help="FLYWHEEL_TRAIN_LEARNING_RATE for the runs."),
     epochs: float = typer.Option(3.0, help="flywheel train --epochs."),
     max_steps: int = typer.Option(None, min=1, help="flywheel train --max-steps (per stage; default: epochs)."),
-    threads: int = typer.Option(2, min=1, help="flywheel train --threads (the gateway idles while it trains)."),
+    threads: int = typer.Option(1, min=1, help="flywheel train --threads (2 was ~4x slower on busy 2 cores)."),
     quick: bool = typer.Option(False, help="Smoke run: 1 round, 40 ratings, 16 held-out prompts, 2 steps."),
     out: Path = typer.Option(None, help="Where bench_loop.json/.md/.png go (default: docs/, or the work dir "
                                         "with --quick)."),
