@@ -16,12 +16,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import typer
 
+from bench.loop_report import HEADERS, RoundResult, table_rows, write_report
 from bench.loop_users import PREFERENCES, SimulatedUser, load_prompts, users
 from bench.progress import Steps
 from bench.servers import REPO, EngineFlags, free_port, gateway_env, running
@@ -65,33 +66,6 @@ class LoopConfig:
         return {"FLYWHEEL_TRAIN_LEARNING_RATE": str(self.learning_rate),
                 "FLYWHEEL_TRAIN_BATCH_SIZE": str(self.batch_size), "FLYWHEEL_TRAIN_GRAD_ACCUMULATION": "1",
                 "FLYWHEEL_TRAIN_LORA_RANK": "16", "FLYWHEEL_TRAIN_LORA_ALPHA": "32"}
-
-
-@dataclass
-class RoundResult:
-    """One round: what was collected, how training went, and held-out satisfaction of production after it."""
-
-    round: int
-    served: str  # the adapter version production answered with on the held-out prompts
-    satisfied: float  # held-out share meeting the hidden preference
-    heldout_answers: int
-    ratings: int = 0
-    ratings_up: int = 0
-    corrections: int = 0
-    rated_satisfied: float | None = None  # share of the rated (training-prompt) answers that were satisfying
-    run_status: str | None = None
-    gate_passed: bool | None = None
-    gate_reasons: list[str] = field(default_factory=list)
-    feedback_used: int | None = None
-    candidate_ppl: float | None = None
-    production_ppl: float | None = None
-    ppl_change_vs_base: float | None = None  # production's general perplexity after the round vs the base's
-    stages: list[dict] = field(default_factory=list)
-    rate_s: float | None = None
-    train_s: float | None = None
-    eval_s: float | None = None
-    wall_s: float | None = None
-    sample: str = ""
 
 
 class LoopBench:
@@ -231,7 +205,6 @@ def identity_adapter(model_dir: Path, folder: Path) -> Path:
 def run_loop_bench(config: LoopConfig, steps: Steps, on_round: Callable[[RoundResult], None] | None = None) -> dict:
     """Start a gateway on a fresh data dir, register the identity v1 as production, run the rounds, write docs."""
     from bench.hardware import detect
-    from bench.loop_report import write_report
     from flywheel.default_model import prepare_default_model
     from flywheel.settings import Settings
 
@@ -286,8 +259,6 @@ def loop(
     from rich.console import Console
     from rich.table import Table
 
-    from bench.loop_report import HEADERS, _rows
-
     console = Console()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if policy != "auto":
@@ -309,7 +280,7 @@ def loop(
 
     report = run_loop_bench(config, Steps(console), show)
     table = Table(*HEADERS, title=f"loop benchmark: {preference}, noise {noise:.0%}")
-    for row in _rows([RoundResult(**r) for r in report["rounds"]]):
+    for row in table_rows([RoundResult(**r) for r in report["rounds"]]):
         table.add_row(*(str(c) if c is not None else "-" for c in row))
     console.print(table)
     t = report["targets"]

@@ -5,7 +5,7 @@ matplotlib is not in the project's environment, so the plot is drawn with Pillow
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,34 @@ from bench.loop_users import PREFERENCES
 from bench.report import markdown_table, write
 
 if TYPE_CHECKING:
-    from bench.loop import LoopConfig, RoundResult
+    from bench.loop import LoopConfig
+
+@dataclass
+class RoundResult:
+    """One round: what was collected, how training went, and held-out satisfaction of production after it."""
+
+    round: int
+    served: str  # the adapter version production answered with on the held-out prompts
+    satisfied: float  # held-out share meeting the hidden preference
+    heldout_answers: int
+    ratings: int = 0
+    ratings_up: int = 0
+    corrections: int = 0
+    rated_satisfied: float | None = None  # share of the rated (training-prompt) answers that were satisfying
+    run_status: str | None = None
+    gate_passed: bool | None = None
+    gate_reasons: list[str] = field(default_factory=list)
+    feedback_used: int | None = None
+    candidate_ppl: float | None = None
+    production_ppl: float | None = None
+    ppl_change_vs_base: float | None = None  # production's general perplexity after the round vs the base's
+    stages: list[dict] = field(default_factory=list)
+    rate_s: float | None = None
+    train_s: float | None = None
+    eval_s: float | None = None
+    wall_s: float | None = None
+    sample: str = ""
+
 
 STEM = "bench_loop"
 MAX_ROUNDS = 3  # issue 5: the target must be met within 3 rounds
@@ -33,7 +60,8 @@ def targets(config: LoopConfig, rounds: list[RoundResult]) -> dict:
             "met": bool(hit and ppl_ok)}
 
 
-def _rows(rounds: list[RoundResult]) -> list[list[object]]:
+def table_rows(rounds: list[RoundResult]) -> list[list[object]]:
+    """One row per round, for the markdown and the console tables."""
     return [[r.round, r.served, f"{r.satisfied:.1%}", r.ratings or "-", r.ratings_up if r.ratings else "-",
              r.corrections if r.ratings else "-", r.feedback_used, r.run_status or "-",
              r.candidate_ppl, r.production_ppl,
@@ -65,7 +93,7 @@ def markdown(config: LoopConfig, hardware: Hardware, rounds: list[RoundResult], 
         f"held-out satisfaction of production ({rounds[0].heldout_answers if rounds else 0} held-out prompts, "
         f"temperature {config.temperature}, max_tokens {config.max_tokens}, {config.concurrency} concurrent).", "",
         "Reproduce: `flywheel bench loop` (this run: " + _command(config) + ").", "",
-        markdown_table(HEADERS, _rows(rounds)), "",
+        markdown_table(HEADERS, table_rows(rounds)), "",
         f"Target (issue 5): from the base rate to >= {verdict['threshold']:.0%} within {MAX_ROUNDS} rounds of at "
         f"most 300 ratings, with general perplexity at most +{MAX_PPL_INCREASE:.0%}: {met} "
         f"(base rate {_pct(verdict['base_rate'])}, best {_pct(verdict['best'])}, reached in round "
