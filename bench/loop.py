@@ -35,20 +35,20 @@ TRAIN_TIMEOUT_S = 3600
 class LoopConfig:
     """One benchmark run; the recipe defaults are the ones DESIGN.md found to learn a style preference."""
 
-    preference: str = "answer_prefix"
-    rounds: int = 3
-    ratings_per_round: int = 300
-    noise: float = 0.0
-    corrections: float = 0.5
+    preference: str = "answer_prefix"  # the users' hidden preference (bench/loop_users.py PREFERENCES)
+    rounds: int = 3  # rounds of rate -> train -> measure after round 0
+    ratings_per_round: int = 300  # rated answers on training prompts per round
+    noise: float = 0.0  # share of ratings flipped
+    corrections: float = 0.5  # share of down ratings that carry the fixed answer as a correction
     heldout: int | None = None  # held-out prompts measured per round (None: all)
-    users: int = 8
-    concurrency: int = 16
-    max_tokens: int = 48
-    temperature: float = 0.7
-    learning_rate: float = 5e-4
-    epochs: float = 3.0
-    max_steps: int | None = None
-    batch_size: int = 8
+    users: int = 8  # simulated users sharing the preference (the export caps and resolves per user)
+    concurrency: int = 16  # chat requests in flight
+    max_tokens: int = 48  # per answer, rated or measured
+    temperature: float = 0.7  # sampling, so satisfaction is a rate, not one greedy answer
+    learning_rate: float = 5e-4  # DESIGN.md: 2e-4 barely moved a style preference, 5e-4 did
+    epochs: float = 3.0  # flywheel train --epochs
+    max_steps: int | None = None  # flywheel train --max-steps, per stage (None: epochs decide)
+    batch_size: int = 8  # no accumulation: one optimizer step per 8 examples
     # one thread: on 2 shared, oversubscribed cores, 2 torch threads made a QLoRA step ~4x slower, not faster
     threads: int = 1
     seed: int = 0
