@@ -49,6 +49,7 @@ class LoopConfig:
     epochs: float = 3.0  # flywheel train --epochs
     max_steps: int | None = None  # flywheel train --max-steps, per stage (None: epochs decide)
     batch_size: int = 8  # no accumulation: one optimizer step per 8 examples
+    dpo_beta: float = 0.1  # higher keeps DPO closer to the base (less forgetting)
     # one thread: on 2 shared, oversubscribed cores, 2 torch threads made a QLoRA step ~4x slower, not faster
     threads: int = 1
     seed: int = 0
@@ -65,6 +66,7 @@ class LoopConfig:
         """FLYWHEEL_TRAIN_* for the recipe: r=16 on all 7 projections comes from the identity v1."""
         return {"FLYWHEEL_TRAIN_LEARNING_RATE": str(self.learning_rate),
                 "FLYWHEEL_TRAIN_BATCH_SIZE": str(self.batch_size), "FLYWHEEL_TRAIN_GRAD_ACCUMULATION": "1",
+                "FLYWHEEL_TRAIN_DPO_BETA": str(self.dpo_beta),
                 "FLYWHEEL_TRAIN_LORA_RANK": "16", "FLYWHEEL_TRAIN_LORA_ALPHA": "32"}
 
 
@@ -247,6 +249,7 @@ def loop(
     learning_rate: float = typer.Option(5e-4, help="FLYWHEEL_TRAIN_LEARNING_RATE for the runs."),
     epochs: float = typer.Option(3.0, help="flywheel train --epochs."),
     max_steps: int = typer.Option(None, min=1, help="flywheel train --max-steps (per stage; default: epochs)."),
+    dpo_beta: float = typer.Option(0.1, help="FLYWHEEL_TRAIN_DPO_BETA: higher stays closer to the base."),
     threads: int = typer.Option(1, min=1, help="flywheel train --threads (2 was ~4x slower on busy 2 cores)."),
     quick: bool = typer.Option(False, help="Smoke run: 1 round, 40 ratings, 16 held-out prompts, 2 steps."),
     out: Path = typer.Option(None, help="Where bench_loop.json/.md/.png go (default: docs/, or the work dir "
@@ -270,7 +273,8 @@ def loop(
     try:
         config = LoopConfig(preference=preference, rounds=rounds, ratings_per_round=ratings_per_round, noise=noise,
                             corrections=corrections, heldout=heldout, learning_rate=learning_rate, epochs=epochs,
-                            max_steps=max_steps, threads=threads, out_dir=out or REPO / "docs", work_dir=work_dir)
+                            max_steps=max_steps, dpo_beta=dpo_beta, threads=threads, out_dir=out or REPO / "docs",
+                            work_dir=work_dir)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 

@@ -101,7 +101,8 @@ def markdown(config: LoopConfig, hardware: Hardware, rounds: list[RoundResult], 
         "## Recipe", "",
         f"QLoRA SFT (loss on the completion only) then the preference stage the trainer picks (DPO on correction "
         f"pairs), r=16 on all 7 projections (continued from production each round), lr {config.learning_rate}, "
-        f"{config.epochs:g} epochs, batch {config.batch_size}, {steps}, {config.threads} training threads; "
+        f"{config.epochs:g} epochs, batch {config.batch_size}, DPO beta {config.dpo_beta}, {steps}, "
+        f"{config.threads} training thread(s); "
         "default gate (preference win rate >= 50%, answer log-likelihood drop <= 0.05, perplexity <= +10%).", "",
         *stages, "", "## Gate reasons", "", *(gates or ["- none: every candidate passed"]), "",
         "## One held-out answer per round", "", *samples, "",
@@ -120,6 +121,8 @@ def _command(config: LoopConfig) -> str:
              f"--ratings-per-round {config.ratings_per_round}", f"--noise {config.noise}"]
     if config.max_steps:
         parts.append(f"--max-steps {config.max_steps}")
+    if config.dpo_beta != 0.1:
+        parts.append(f"--dpo-beta {config.dpo_beta}")
     if config.heldout:
         parts.append(f"--heldout {config.heldout}")
     return "`flywheel bench loop " + " ".join(parts) + "`"
