@@ -125,3 +125,49 @@ def feedback(
             (("alone", report.chat_alone), ("with feedback", report.chat_with_feedback))])
     console.print(f"chat throughput with / without feedback: {report.chat_ratio()}x; targets: {report.targets()}")
     console.print("written: " + ", ".join(str(p) for p in report.files))
+
+
+@app.command()
+def suite(
+    concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Concurrent streaming requests."),
+    max_tokens: int = typer.Option(64, min=1, help="Tokens generated per request."),
+    compare_requests: int = typer.Option(48, min=1, help="Requests per turn of the gateway-vs-vLLM comparison."),
+    compare_rounds: int = typer.Option(2, min=1, help="A,B turns per server (median ratio reported)."),
+    mixed_requests: int = typer.Option(32, min=1, help="Requests per mixed-adapter load."),
+    adapters: str = typer.Option("1,4,16", help="Distinct adapter counts of the mixed loads."),
+    lora_rank: int = typer.Option(8, min=1, help="Rank of the built adapters (q/k/v/o)."),
+    max_loras: int = typer.Option(4, min=1, help="FLYWHEEL_MAX_LORAS / --max-loras of the main runs."),
+    alt_max_loras: int = typer.Option(16, min=0, help="Mixed loads again with this many slots; 0 skips."),
+    swap_cycles: int = typer.Option(20, min=0, help="Promote/rollback cycles under load; 0 skips."),
+    peft_seconds: float = typer.Option(180, min=10, help="Time window of the naive PEFT server's load (it is serial)."),
+    model: Path = typer.Option(None, help=MODEL_HELP),
+    out: Path = typer.Option(DOCS, help="Where bench_suite.json, bench_suite.md and the PNG are written."),
+    work_dir: Path = typer.Option(None, help="Keep server logs and the built adapters here (default: a temp dir)."),
+) -> None:
+    """Issue 5's suite: gateway vs vLLM, 1/4/16 adapters vs base, naive PEFT server, hot-swap under load."""
+    from dataclasses import replace
+
+    from bench.progress import Steps
+    from bench.suite import SuiteConfig, run_suite
+
+    _quiet()
+    flags = replace(_flags(model, 1024, 1, 64), max_loras=max_loras, max_cpu_loras=max(16, max_loras))
+    counts = tuple(int(n) for n in adapters.split(","))
+    config = SuiteConfig(flags=flags, concurrency=concurrency, max_tokens=max_tokens, compare_requests=compare_requests,
+                         compare_rounds=compare_rounds, mixed_requests=mixed_requests, adapter_counts=counts,
+                         lora_rank=lora_rank, alt_max_loras=alt_max_loras, swap_cycles=swap_cycles,
+                         peft_seconds=peft_seconds, out_dir=out, work_dir=work_dir)
+    report = run_suite(config, Steps(console))
+    peft, _, _ = report.peft_ratio()
+    console.print(f"gateway / vLLM throughput (median of {compare_rounds} turns): {report.compare_ratio()}x")
+    _table("mixed adapter loads", ["server", "max_loras", "adapters", "tokens/s", "ratio to base"],
+           [[m.server, m.max_loras, m.adapters or "base", m.summary.output_tokens_per_s, report.ratio_to_base(m)]
+            for m in report.mixed])
+    console.print(f"gateway / naive PEFT server: {peft}x")
+    if report.hotswap:
+        s = report.hotswap.stats()
+        console.print(f"hot-swap under load: first new-version token p50 {s['first_token_p50_ms']} ms, "
+                      f"p99 {s['first_token_p99_ms']} ms; failed requests {report.hotswap.failed}")
+    for error in report.errors:
+        console.print(f"[red]{error}[/red]")
+    console.print("written: " + ", ".join(str(p) for p in report.files))
