@@ -20,6 +20,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+Tick = Callable[[], None] | None  # called after every optimizer step (progress display)
 WORDS = ("river stone light garden window paper music winter bread market engine cloud story letter field "
          "candle forest harbor mirror planet silver thunder valley yellow orange castle bridge").split()
 
@@ -58,14 +59,17 @@ class StageTiming:
 class StepClock(TrainerCallback):
     """Records a timestamp at the end of every optimizer step."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_step: Callable[[], None] | None = None) -> None:
         self.stamps: list[float] = []
+        self.on_step = on_step
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:  # noqa: ANN001 - HF callback signature
         self.stamps = [time.perf_counter()]
 
     def on_step_end(self, args, state, control, **kwargs) -> None:  # noqa: ANN001 - HF callback signature
         self.stamps.append(time.perf_counter())
+        if self.on_step:
+            self.on_step()
 
     def timing(self, side: str, stage: str, round_: int, warmup: int, load_s: float) -> StageTiming:
         """Per-step durations after the warm-up steps (stamps[0] is train begin, stamps[k] the end of step k)."""
@@ -99,7 +103,8 @@ def synthetic_rows(config: StepConfig, seed: int = 0) -> tuple[list[dict], list[
     return sft, dpo
 
 
-def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: int) -> list[StageTiming]:
+def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: int, on_step: Tick = None
+                  ) -> list[StageTiming]:
     """Flywheel's path: load_trainable, then train_sft and train_dpo on the same model, as Pipeline._train does."""
     from datasets import Dataset
 
@@ -123,7 +128,7 @@ def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: 
         model, _ = load_trainable(config.model_dir, recipe, train)
         load_s = time.perf_counter() - start
         for stage, fn, rows in (("sft", train_sft, sft), ("dpo", train_dpo, dpo)):
-            clock = StepClock()
+            clock = StepClock(on_step)
             fn(model, tokenizer, Dataset.from_list(rows), train, Path(tmp) / "out",
                [clock, RunProgress(store, run_id, stage)])
             timings.append(clock.timing("flywheel", stage, round_, config.warmup, load_s))
@@ -145,7 +150,8 @@ def _plain_model(config: StepConfig) -> object:
     return prepare_model_for_kbit_training(model)
 
 
-def plain_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: int) -> list[StageTiming]:
+def plain_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: int, on_step: Tick = None
+               ) -> list[StageTiming]:
     """A plain TRL script, one per stage, as a user would write it: SFTTrainer / DPOTrainer with peft_config."""
     import torch
     from datasets import Dataset
@@ -169,7 +175,7 @@ def plain_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: int
             tokenizer = AutoTokenizer.from_pretrained(config.model_dir)
             model = _plain_model(config)
             load_s = time.perf_counter() - start
-            clock = StepClock()
+            clock = StepClock(on_step)
             trainer = trainer_cls(model=model, args=config_cls(output_dir=tmp, **common, **extra),
                                   train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                                   peft_config=lora, callbacks=[clock])
@@ -180,12 +186,12 @@ def plain_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: int
     return timings
 
 
-SIDES: dict[str, Callable[[StepConfig, list[dict], list[dict], int], list[StageTiming]]] = {
+SIDES: dict[str, Callable[..., list[StageTiming]]] = {
     "flywheel": flywheel_side, "plain": plain_side}
 
 
-def run_step_bench(config: StepConfig, rounds: int, on_side: Callable[[str, int], None] | None = None
-                   ) -> list[StageTiming]:
+def run_step_bench(config: StepConfig, rounds: int, on_side: Callable[[str, int], None] | None = None,
+                   on_step: Tick = None) -> list[StageTiming]:
     """Alternate the sides round by round (flywheel, plain, then plain, flywheel, ...) so drift on a shared
     machine falls on both alike; returns every stage timing."""
     sft, dpo = synthetic_rows(config)
@@ -195,7 +201,7 @@ def run_step_bench(config: StepConfig, rounds: int, on_side: Callable[[str, int]
         for side in order:
             if on_side:
                 on_side(side, round_)
-            timings += SIDES[side](config, sft, dpo, round_)
+            timings += SIDES[side](config, sft, dpo, round_, on_step)
     return timings
 
 

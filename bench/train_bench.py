@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bench.report import markdown_table, write
 from bench.servers import REPO, EngineFlags, gateway_env, gateway_server
@@ -178,7 +178,7 @@ def markdown(r: TrainBenchReport) -> str:
     per = [[t.round, t.side, t.stage, t.seconds_per_step, t.median_step_s, t.load_s] for t in r.timings]
     c = r.config
     out = ["# Training benchmark: Flywheel's trainer vs a plain TRL script, and trigger -> serving", "",
-           f"Command: `flywheel bench train` ({r.rounds} round(s), {c['warmup']} warm-up + {c['steps']} measured "
+           f"Command: `flywheel bench train --rounds {r.rounds}` ({c['warmup']} warm-up + {c['steps']} measured "
            f"steps per stage, {c['threads']} thread(s)). Recipe on both sides: QLoRA NF4 + double quant, bf16 "
            f"compute, LoRA r={c['r']} alpha={c['alpha']} dropout={c['dropout']} on all 7 projections, batch "
            f"{c['batch_size']}, grad-accum 1, max_length {c['max_length']}, lr {c['learning_rate']}, gradient "
@@ -201,8 +201,8 @@ def markdown(r: TrainBenchReport) -> str:
                     f"Run: {lp.run}", ""]
     out += ["## Machine", "", f"- CPU: {hw['cpu_model']}, {hw['cores']} cores, {hw['memory_gib']} GiB RAM, "
             f"GPU: {hw['gpu']}", "- " + ", ".join(f"{k} {v}" for k, v in r.versions.items()),
-            f"- Date: {hw['date']}; load average at start {hw['load_average_at_start']}, at end "
-            f"{r.load_average_end}", "", "## Notes", "", *(f"- {n}" for n in r.notes)]
+            f"- Date: {hw['date']}; 1/5/15-min load average at start {_load(hw['load_average_at_start'])}, at end "
+            f"{_load(r.load_average_end)}", "", "## Notes", "", *(f"- {n}" for n in r.notes)]
     return "\n".join(out)
 
 
@@ -213,7 +213,14 @@ NOTES = [
     "(as Pipeline._train), with the product's RunProgress callback writing a runs table. The plain side loads "
     "the base per stage with BitsAndBytesConfig + prepare_model_for_kbit_training and passes a LoraConfig to "
     "SFTTrainer / DPOTrainer, TRL defaults otherwise (logging every 10 steps vs Flywheel's every step).",
+    "Trigger -> serving phases come from polling the runs table every 0.25 s: a stage shorter than that "
+    "(export, register + auto-promote) folds into the phase before it, so 'gate' includes registering and "
+    "promoting. The gate thresholds are opened wide (TRAIN_ENV) so a 4-step candidate is promoted.",
 ]
+
+
+def _load(load: tuple[float, ...]) -> str:
+    return "/".join(f"{x:.1f}" for x in load)
 
 
 def _shared_note(load: tuple[float, ...], cores: int) -> str:
@@ -245,15 +252,15 @@ def train(
     hardware = detect()
     work = Path(tempfile.mkdtemp(prefix="flywheel-bench-train-"))
     console.print(f"logs: {work}")
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, redirect_stdout=False, redirect_stderr=False) as progress, \
             open(work / "train_steps.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
         _quiet_libraries()
-        task = progress.add_task("step time", total=None)
+        task = progress.add_task("step time", total=rounds * 4 * (steps + warmup))  # 2 sides x 2 stages
         timings = run_step_bench(config, rounds, lambda side, rnd: progress.update(
-            task, description=f"step time: round {rnd}/{rounds}, {side}"))
+            task, description=f"step time: round {rnd}/{rounds}, {side}"), lambda: progress.advance(task))
         summary = summarize(timings)
-        progress.update(task, description="trigger -> serving: gateway, ratings, flywheel train")
+        progress.update(task, description="trigger -> serving: gateway, ratings, flywheel train", total=None)
         loop_result = run_loop_bench(model_dir, work, threads, loop_steps) if loop else None
     notes = [*NOTES, _shared_note(hardware.load_average_at_start, hardware.cores)]
     report = TrainBenchReport(hardware.as_dict(), versions(), {**asdict(config), "model_dir": str(model_dir)},
