@@ -44,6 +44,9 @@ class AdapterResolver:
         self._locks: dict[int, asyncio.Lock] = {}
         self._token: tuple[int, int] | None = None
         self._task: asyncio.Task | None = None
+        # One refresh at a time: a refresh paused while loading one version must not install a stale
+        # snapshot of another alias over a newer one that an admin call installed meanwhile.
+        self._refreshing = asyncio.Lock()
 
     # ---- serving path -------------------------------------------------------------------------
     async def resolve(self, text: str) -> AdapterVersion:
@@ -91,6 +94,10 @@ class AdapterResolver:
     # ---- following the registry ---------------------------------------------------------------
     async def refresh(self, force: bool = False) -> None:
         """Bring the alias snapshot in line with the registry, loading new versions first."""
+        async with self._refreshing:
+            await self._refresh(force)
+
+    async def _refresh(self, force: bool) -> None:
         token = self.registry.change_token()
         if token == self._token and not force:
             return
