@@ -1,4 +1,4 @@
-"""`flywheel bench serve | feedback`: run a benchmark, print its table, say where the results went."""
+"""`flywheel bench serve | feedback | suite | train | loop`: run a benchmark, print its table and files."""
 
 from __future__ import annotations
 
@@ -171,3 +171,13 @@ def suite(
     for error in report.errors:
         console.print(f"[red]{error}[/red]")
     console.print("written: " + ", ".join(str(p) for p in report.files))
+
+
+def _mount(module: str, name: str) -> None:
+    """Benchmarks that live in their own modules (they import torch/TRL lazily, so --help stays fast)."""
+    command = getattr(__import__(module, fromlist=[name]), name)
+    app.command(name)(command)
+
+
+_mount("bench.loop", "loop")
+_mount("bench.train_bench", "train")

@@ -8,6 +8,7 @@ checkpointing, same torch thread count). A `StepClock` callback stamps every opt
 
 from __future__ import annotations
 
+import functools
 import gc
 import random
 import statistics
@@ -16,8 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from transformers import TrainerCallback
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 Tick = Callable[[], None] | None  # called after every optimizer step (progress display)
@@ -56,28 +55,36 @@ class StageTiming:
     load_s: float = 0.0  # model load + LoRA setup before the trainer was built
 
 
-class StepClock(TrainerCallback):
-    """Records a timestamp at the end of every optimizer step."""
+@functools.cache
+def step_clock_class() -> type:
+    """The StepClock callback class; built on first use so importing this module (and `flywheel --help`)
+    does not import transformers."""
+    from transformers import TrainerCallback
 
-    def __init__(self, on_step: Callable[[], None] | None = None) -> None:
-        self.stamps: list[float] = []
-        self.on_step = on_step
+    class StepClock(TrainerCallback):
+        """Records a timestamp at the end of every optimizer step."""
 
-    def on_train_begin(self, args, state, control, **kwargs) -> None:  # noqa: ANN001 - HF callback signature
-        self.stamps = [time.perf_counter()]
+        def __init__(self, on_step: Callable[[], None] | None = None) -> None:
+            self.stamps: list[float] = []
+            self.on_step = on_step
 
-    def on_step_end(self, args, state, control, **kwargs) -> None:  # noqa: ANN001 - HF callback signature
-        self.stamps.append(time.perf_counter())
-        if self.on_step:
-            self.on_step()
+        def on_train_begin(self, args, state, control, **kwargs) -> None:  # noqa: ANN001 - HF callback signature
+            self.stamps = [time.perf_counter()]
 
-    def timing(self, side: str, stage: str, round_: int, warmup: int, load_s: float) -> StageTiming:
-        """Per-step durations after the warm-up steps (stamps[0] is train begin, stamps[k] the end of step k)."""
-        steps = [b - a for a, b in zip(self.stamps[warmup:], self.stamps[warmup + 1:], strict=False)]
-        if not steps:
-            raise RuntimeError(f"{side} {stage}: no measured steps (got {len(self.stamps) - 1} steps in total)")
-        return StageTiming(side, stage, round_, round(statistics.fmean(steps), 3),
-                           round(statistics.median(steps), 3), [round(s, 3) for s in steps], round(load_s, 2))
+        def on_step_end(self, args, state, control, **kwargs) -> None:  # noqa: ANN001 - HF callback signature
+            self.stamps.append(time.perf_counter())
+            if self.on_step:
+                self.on_step()
+
+        def timing(self, side: str, stage: str, round_: int, warmup: int, load_s: float) -> StageTiming:
+            """Per-step durations after the warm-up steps (stamps[0] is train begin, stamps[k] the end of step k)."""
+            steps = [b - a for a, b in zip(self.stamps[warmup:], self.stamps[warmup + 1:], strict=False)]
+            if not steps:
+                raise RuntimeError(f"{side} {stage}: no measured steps (got {len(self.stamps) - 1} steps in total)")
+            return StageTiming(side, stage, round_, round(statistics.fmean(steps), 3),
+                               round(statistics.median(steps), 3), [round(s, 3) for s in steps], round(load_s, 2))
+
+    return StepClock
 
 
 def _sentence(rng: random.Random, words: int) -> str:
@@ -128,7 +135,7 @@ def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: 
         model, _ = load_trainable(config.model_dir, recipe, train)
         load_s = time.perf_counter() - start
         for stage, fn, rows in (("sft", train_sft, sft), ("dpo", train_dpo, dpo)):
-            clock = StepClock(on_step)
+            clock = step_clock_class()(on_step)
             fn(model, tokenizer, Dataset.from_list(rows), train, Path(tmp) / "out",
                [clock, RunProgress(store, run_id, stage)])
             timings.append(clock.timing("flywheel", stage, round_, config.warmup, load_s))
@@ -175,7 +182,7 @@ def plain_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: int
             tokenizer = AutoTokenizer.from_pretrained(config.model_dir)
             model = _plain_model(config)
             load_s = time.perf_counter() - start
-            clock = StepClock(on_step)
+            clock = step_clock_class()(on_step)
             trainer = trainer_cls(model=model, args=config_cls(output_dir=tmp, **common, **extra),
                                   train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                                   peft_config=lora, callbacks=[clock])
