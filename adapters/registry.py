@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlite_utils
@@ -25,6 +24,7 @@ from adapters.base_model import BaseModelInfo
 from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter
 from adapters.names import CANDIDATE, PRODUCTION, AdapterRef, check_alias, check_name
 from adapters.validation import validate_adapter
+from adapters.version import AdapterVersion, AliasEvent
 
 logger = logging.getLogger(__name__)
 
@@ -78,66 +78,6 @@ def _locked(method: Callable) -> Callable:
             return method(self, *args, **kwargs)
 
     return wrapper
-
-
-@dataclass(frozen=True)
-class AdapterVersion:
-    """One immutable registered version."""
-
-    id: int
-    adapter: str
-    version: int
-    path: Path
-    sha256: str
-    rank: int
-    alpha: float
-    target_modules: list[str]
-    base_fingerprint: str
-    created_at: float
-    source: str
-    parent_version: int | None
-    metrics: dict = field(default_factory=dict)
-    status: str = "ready"
-    created_by: str = ""
-
-    @property
-    def lora_name(self) -> str:
-        """The name this version has inside vLLM; unique per version, never reused (invariant 5)."""
-        return f"{self.adapter}@{self.version}"
-
-    @classmethod
-    def from_row(cls, row: dict, root: Path) -> AdapterVersion:
-        return cls(
-            id=row["id"],
-            adapter=row["adapter"],
-            version=row["version"],
-            path=root / row["path"],
-            sha256=row["sha256"],
-            rank=row["rank"],
-            alpha=row["alpha"],
-            target_modules=json.loads(row["target_modules"]),
-            base_fingerprint=row["base_fingerprint"],
-            created_at=row["created_at"],
-            source=row["source"],
-            parent_version=row["parent_version"],
-            metrics=json.loads(row["metrics"]),
-            status=row["status"],
-            created_by=row["created_by"],
-        )
-
-
-@dataclass(frozen=True)
-class AliasEvent:
-    """One recorded alias move: who, when, from, to, why."""
-
-    id: int
-    adapter: str
-    alias: str
-    from_version: int | None
-    to_version: int | None
-    actor: str
-    reason: str
-    at: float
 
 
 class Registry:

@@ -7,8 +7,9 @@ import tempfile
 from pathlib import Path
 
 from adapters.names import PRODUCTION, check_alias, check_name
-from adapters.registry import AdapterVersion, AliasEvent, Registry
+from adapters.registry import Registry
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE
+from adapters.version import AdapterVersion, AliasEvent
 from server.resolver import AdapterResolver
 
 

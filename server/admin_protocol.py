@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.registry import AdapterVersion, AliasEvent
+from adapters.version import AdapterVersion, AliasEvent
 
 
 class AliasMove(BaseModel):

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from adapters.errors import InvalidName
-from adapters.registry import AdapterVersion
+from adapters.version import AdapterVersion
 from feedback.records import CompletionRecord
 from server.engine import Engine, GenerationUpdate, Sampling
 from server.errors import GatewayError, ModelNotFound, Overloaded, PromptTooLong

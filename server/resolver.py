@@ -16,7 +16,8 @@ import time
 
 from adapters.errors import AdapterNotFound
 from adapters.names import CANARY, PRODUCTION, AdapterRef
-from adapters.registry import AdapterVersion, Registry
+from adapters.registry import Registry
+from adapters.version import AdapterVersion
 from server.engine import AdapterHandle, Engine
 from server.errors import AdapterLoadFailed
 from server.metrics import Metrics

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from adapters.base_model import BaseModelInfo
 from adapters.errors import AdapterNotFound
-from adapters.registry import AdapterVersion, Registry
+from adapters.registry import Registry
 from adapters.runs import Run, RunStore
+from adapters.version import AdapterVersion
 from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy, config_dict
 from trainer.dataset import TrainingData, from_feedback, screen
 

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from adapters.names import CANARY
-from adapters.registry import AdapterVersion, Registry
+from adapters.registry import Registry
 from adapters.runs import RunStore
+from adapters.version import AdapterVersion
 from trainer.dataset import TrainingData
 from trainer.gate import GateResult, evaluate
 from trainer.job import Cancelled, TrainerSettings, production_of, screen_or_raise, version_metrics
