@@ -135,6 +135,8 @@ class Registry:
             self.db.query("SELECT * FROM versions WHERE adapter = ? AND version = ?", [check_name(adapter), version])
         )
         if not rows:
+            if not self.db.conn.execute("SELECT 1 FROM versions WHERE adapter = ?", [adapter]).fetchone():
+                raise AdapterNotFound(f"adapter {adapter!r} is not registered")
             raise AdapterNotFound(f"adapter {adapter!r} has no version {version}")
         return AdapterVersion.from_row(rows[0], self.adapters_dir)
 

@@ -30,6 +30,7 @@ def write_tiny_base(folder: Path, hidden: int = TINY_HIDDEN) -> Path:
             tensors[f"model.layers.{layer}.{module}.weight"] = torch.zeros(int(out_f * scale), int(in_f * scale))
     save_file(tensors, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": hidden}))
+    (folder / "tokenizer_config.json").write_text("{}")
     return folder
 
 
