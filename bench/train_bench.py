@@ -35,7 +35,8 @@ QUESTIONS = ["Name a fruit.", "What colour is the sky?", "Say hello politely.", 
              "What do bees make?", "Name a planet.", "What is frozen water called?", "Name a tool.", "Count to 3."]
 # The gate is opened wide: a 4-step candidate is judged on timing here, not on quality (the gate still runs).
 TRAIN_ENV = {"FLYWHEEL_GATE_MIN_PREFERENCE_WIN_RATE": "0", "FLYWHEEL_GATE_MAX_LOGLIK_DROP": "100",
-             "FLYWHEEL_GATE_MAX_PPL_INCREASE": "100", "FLYWHEEL_TRAIN_MIN_PAIRS_FOR_DPO": "4",
+             "FLYWHEEL_GATE_MAX_PPL_INCREASE": "100", "FLYWHEEL_GATE_MAX_PPL_INCREASE_VS_BASE": "100",
+             "FLYWHEEL_TRAIN_MIN_PAIRS_FOR_DPO": "4",
              "FLYWHEEL_TRAIN_BATCH_SIZE": "4", "FLYWHEEL_TRAIN_GRAD_ACCUMULATION": "1",
              "FLYWHEEL_TRAIN_LORA_RANK": "16", "FLYWHEEL_TRAIN_LORA_ALPHA": "32"}
 

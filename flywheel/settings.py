@@ -93,7 +93,10 @@ class Settings(BaseSettings):
     gate_min_preference_win_rate: float = Field(0.5, ge=0, le=1, description="Gate: share of held-out pairs "
                                                 "where the candidate's margin must beat production's.")
     gate_max_loglik_drop: float = Field(0.05, ge=0, description="Gate: allowed drop in up-rated answer likelihood.")
-    gate_max_ppl_increase: float = Field(0.10, ge=0, description="Gate: allowed general perplexity increase.")
+    gate_max_ppl_increase: float = Field(0.10, ge=0, description="Gate: allowed general perplexity increase "
+                                         "over production.")
+    gate_max_ppl_increase_vs_base: float | None = Field(0.10, ge=0, description="Gate: allowed general perplexity "
+                                                        "increase over the base model (drift across rounds).")
     promotion_policy: Literal["manual", "auto", "canary"] = Field(
         "manual", description="What a candidate that passed the gate becomes: manual, auto or canary."
     )

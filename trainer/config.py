@@ -132,6 +132,11 @@ class GateConfig:
         default=0.10,
         metadata={"help": "Forgetting check: candidate perplexity on general text <= production's * (1 + this)."},
     )
+    max_ppl_increase_vs_base: float | None = field(
+        default=0.10,
+        metadata={"help": "Forgetting check across rounds: candidate perplexity <= the base model's * (1 + this). "
+                  "None disables it."},
+    )
     general_text_limit: int | None = field(
         default=None, metadata={"help": "Use only the first N general-text paragraphs (None: all)."}
     )
@@ -141,6 +146,8 @@ class GateConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.min_preference_win_rate <= 1:
             raise ValueError(f"min_preference_win_rate={self.min_preference_win_rate} must be in [0, 1]")
+        if self.max_ppl_increase_vs_base is not None and self.max_ppl_increase_vs_base < 0:
+            raise ValueError("max_ppl_increase_vs_base must be >= 0 (or None to disable it)")
         if self.max_loglik_drop < 0 or self.max_ppl_increase < 0:
             raise ValueError("max_loglik_drop and max_ppl_increase must be >= 0")
 

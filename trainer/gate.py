@@ -27,7 +27,7 @@ from trainer.scoring import Scorer
 
 logger = logging.getLogger(__name__)
 
-CANDIDATE, PRODUCTION = "candidate", "production"
+CANDIDATE, PRODUCTION, BASE = "candidate", "production", "base"
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class GateModels:
     @contextmanager
     def use(self, name: str) -> Iterator[torch.nn.Module]:
         """Run the block on the candidate, on production, or on the bare base when there is no production."""
-        if name == PRODUCTION and not self.has_production:
+        if name == BASE or (name == PRODUCTION and not self.has_production):
             with self.model.disable_adapter():
                 yield self.model
             return
@@ -123,19 +123,24 @@ def _check_answers(scorer: Scorer, held: HeldOut, config: GateConfig, metrics: d
 
 
 def _check_forgetting(scorer: Scorer, config: GateConfig, metrics: dict, reasons: list[str]) -> None:
+    """General-text perplexity against production (this step) and against the base (drift over rounds)."""
     texts = general_text(config.general_text_limit)
-    ppl = {name: scorer.perplexity(name, texts) for name in (CANDIDATE, PRODUCTION)}
+    ppl = {name: scorer.perplexity(name, texts) for name in (CANDIDATE, PRODUCTION, BASE)}
     metrics.update(
         general_paragraphs=len(texts),
         candidate_ppl=round(ppl[CANDIDATE], 4),
         production_ppl=round(ppl[PRODUCTION], 4),
+        base_ppl=round(ppl[BASE], 4),
     )
-    limit = ppl[PRODUCTION] * (1 + config.max_ppl_increase)
-    if not math.isfinite(ppl[CANDIDATE]) or ppl[CANDIDATE] > limit:
-        reasons.append(
-            f"forgetting: perplexity on general text rose from {ppl[PRODUCTION]:.2f} to {ppl[CANDIDATE]:.2f} "
-            f"(allowed up to {limit:.2f})"
-        )
+    limits = {PRODUCTION: ppl[PRODUCTION] * (1 + config.max_ppl_increase)}
+    if config.max_ppl_increase_vs_base is not None:  # small steps that each pass can still add up
+        limits[BASE] = ppl[BASE] * (1 + config.max_ppl_increase_vs_base)
+    for reference, limit in limits.items():
+        if not math.isfinite(ppl[CANDIDATE]) or ppl[CANDIDATE] > limit:
+            reasons.append(
+                f"forgetting: perplexity on general text is {ppl[CANDIDATE]:.2f} against {reference}'s "
+                f"{ppl[reference]:.2f} (allowed up to {limit:.2f})"
+            )
 
 
 def evaluate(

@@ -55,3 +55,15 @@ def test_gate_rejects_a_damaged_candidate(model_path: Path, fresh_adapter: Path,
     assert result.metrics["candidate_ppl"] > 2 * result.metrics["production_ppl"]
     assert any(r.startswith("forgetting:") for r in result.reasons)
     assert any(r.startswith("answers:") for r in result.reasons)
+
+
+def test_gate_catches_drift_from_the_base_across_rounds(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
+    # Production has already drifted; a candidate no worse than production still fails against the base.
+    drifted = damage(fresh_adapter, tmp_path / "drifted", scale=0.3)
+    result = evaluate(model_path, drifted, drifted, held_out(), tiny_gate())
+    assert result.metrics["candidate_ppl"] > 1.1 * result.metrics["base_ppl"], result.metrics
+    assert [r for r in result.reasons if r.startswith("forgetting:")] == [
+        r for r in result.reasons if "against base's" in r
+    ] != []
+    lenient = evaluate(model_path, drifted, drifted, held_out(), tiny_gate(max_ppl_increase_vs_base=None))
+    assert not any(r.startswith("forgetting:") for r in lenient.reasons)

@@ -19,7 +19,8 @@ from trainer.job import TrainerSettings, run_job
 
 pytestmark = pytest.mark.training
 
-LENIENT = tiny_gate(min_preference_win_rate=0.0, max_loglik_drop=100.0, max_ppl_increase=100.0)
+LENIENT = tiny_gate(min_preference_win_rate=0.0, max_loglik_drop=100.0, max_ppl_increase=100.0,
+                   max_ppl_increase_vs_base=100.0)
 
 
 def test_run_trains_gates_registers_and_auto_promotes(trainer_settings: TrainerSettings) -> None:
