@@ -5,7 +5,9 @@ Settings are built here, once per command, from FLYWHEEL_* environment variables
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from rich.table import Table
 
 from flywheel.settings import Settings
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 console = Console()
 app = typer.Typer(help="Flywheel: an OpenAI-compatible LoRA gateway on vLLM that learns from feedback.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -97,7 +100,7 @@ def serve(
         _fail(str(e))
     watcher = None
     if trainer:
-        watcher = subprocess.Popen([sys.executable, "-m", "flywheel", "train", "--watch"])
+        watcher = subprocess.Popen([sys.executable, "-m", "flywheel", "train", "--watch"], preexec_fn=_die_with_parent)
     try:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
                     access_log=settings.access_log)
@@ -105,6 +108,17 @@ def serve(
         if watcher is not None:
             watcher.terminate()
             watcher.wait(timeout=30)
+
+
+def _die_with_parent() -> None:
+    """In the watcher, before exec: ask Linux for SIGTERM when the gateway dies, however it dies.
+
+    uvicorn re-raises the SIGTERM it caught once it has shut down, so a `finally` in `serve` never runs.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the `finally` below is the only cleanup
+        pass
 
 
 # ---- adapters ---------------------------------------------------------------------------------
