@@ -24,6 +24,7 @@ import typer
 
 from bench.loop_report import HEADERS, RoundResult, table_rows, write_report
 from bench.loop_users import PREFERENCES, SimulatedUser, load_prompts, users
+from bench.lora import identity_adapter
 from bench.progress import Steps
 from bench.servers import REPO, EngineFlags, free_port, gateway_env, running
 
@@ -188,20 +189,6 @@ class LoopBench:
             if on_round:
                 on_round(result)
         return results
-
-
-def identity_adapter(model_dir: Path, folder: Path) -> Path:
-    """A PEFT LoRA, r=16 on all 7 projections, with B = 0: v1 answers exactly like the base model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from trainer.config import ALL_PROJECTIONS
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=16, lora_alpha=32, target_modules=list(ALL_PROJECTIONS), task_type="CAUSAL_LM")
-    get_peft_model(model, config).save_pretrained(folder)
-    return folder
 
 
 def run_loop_bench(config: LoopConfig, steps: Steps, on_round: Callable[[RoundResult], None] | None = None) -> dict:

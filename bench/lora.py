@@ -23,3 +23,23 @@ def build_lora(model_dir: Path, folder: Path, *, rank: int = 16, seed: int = 0) 
     folder.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(folder)
     return folder
+
+
+def identity_adapter(
+    model_dir: Path, folder: Path, *, rank: int = 16, targets: tuple[str, ...] | None = None
+) -> Path:
+    """Save a fresh PEFT LoRA with B = 0 (PEFT's default init): version 1 answers exactly like the base.
+
+    `targets` defaults to all 7 projections, the trainer's recipe, so trained versions continue from it.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trainer.config import ALL_PROJECTIONS
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets or ALL_PROJECTIONS),
+                        task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(folder)
+    return folder

@@ -24,10 +24,11 @@ import typer
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from bench.lora import identity_adapter
 from bench.report import markdown_table, write
 from bench.servers import REPO, EngineFlags, gateway_env, gateway_server
 from bench.swap import upload_version, wait_for_version
-from bench.train_baseline import PROJECTIONS, StageTiming, StepConfig, run_step_bench, summarize
+from bench.train_baseline import StageTiming, StepConfig, run_step_bench, summarize
 
 NAME = "trainbench"
 QUESTIONS = ["Name a fruit.", "What colour is the sky?", "Say hello politely.", "What is 3 + 4?",
@@ -52,18 +53,6 @@ class LoopResult:
     phases_s: dict[str, float] = field(default_factory=dict)  # in order; they add up to trigger_to_serving_s
     run: dict = field(default_factory=dict)  # the run row's status, version, stage seconds, duration
     error: str | None = None
-
-
-def identity_adapter(model_dir: Path, folder: Path) -> Path:
-    """A fresh rank-16 PEFT LoRA on all 7 projections with B = 0: version 1 answers exactly like the base."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=16, lora_alpha=32, target_modules=PROJECTIONS, task_type="CAUSAL_LM")
-    get_peft_model(model, config).save_pretrained(folder)
-    return folder
 
 
 def rate_answers(client: httpx.Client) -> dict[str, int]:

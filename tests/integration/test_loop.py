@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.lora import identity_adapter
 from tests.integration.conftest import Gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
@@ -15,22 +16,9 @@ QUESTIONS = ["Name a fruit.", "What colour is the sky?", "Say hello politely.", 
              "What do bees make?", "Name a planet.", "What is frozen water called?"]
 
 
-def identity_adapter(model_dir: Path, folder: Path) -> Path:
-    """A fresh PEFT LoRA with B = 0: version 1 answers exactly like the base model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                        task_type="CAUSAL_LM")
-    get_peft_model(model, config).save_pretrained(folder)
-    return folder
-
-
 def test_feedback_trains_a_version_that_the_gateway_serves(gateway: Gateway, tmp_path: Path):
-    assert gateway.cli("adapters", "register", "loop", str(identity_adapter(gateway.model_dir, tmp_path / "v1")),
-                       "--alias", "production").returncode == 0
+    v1 = identity_adapter(gateway.model_dir, tmp_path / "v1", rank=8, targets=("q_proj", "k_proj", "v_proj", "o_proj"))
+    assert gateway.cli("adapters", "register", "loop", str(v1), "--alias", "production").returncode == 0
     client, http = gateway.client(), gateway.http()
     time.sleep(1)
     for i, question in enumerate(QUESTIONS):
