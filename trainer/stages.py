@@ -128,19 +128,7 @@ def train_dpo(
 ) -> StageResult:
     """DPO on prompt/chosen/rejected rows, the reference being the base with the adapter disabled."""
     args = DPOConfig(**_common_args(config, out_dir, config.batch_size), beta=config.dpo_beta)
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=None,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-    _use_reference(model, config)
-    try:
-        return _train(trainer, "dpo", len(dataset))
-    finally:
-        _drop_extra_adapters(model)
+    return _preference_stage("dpo", DPOTrainer, args, model, tokenizer, dataset, config, callbacks)
 
 
 def train_kto(
@@ -155,17 +143,26 @@ def train_kto(
     # KTO estimates its KL term by pairing each prompt with another row's completion in the same batch,
     # so TRL refuses a batch of one.
     args = KTOConfig(**_common_args(config, out_dir, max(2, config.batch_size)), beta=config.kto_beta)
-    trainer = KTOTrainer(
-        model=model,
-        ref_model=None,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
+    return _preference_stage("kto", KTOTrainer, args, model, tokenizer, dataset, config, callbacks)
+
+
+def _preference_stage(
+    name: str,
+    trainer_class: type,
+    args: object,
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    config: TrainConfig,
+    callbacks: list[TrainerCallback] | None,
+) -> StageResult:
+    """DPO and KTO alike: the same PEFT model trained in place, its reference picked by `_use_reference`."""
+    trainer = trainer_class(
+        model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
     )
     _use_reference(model, config)
     try:
-        return _train(trainer, "kto", len(dataset))
+        return _train(trainer, name, len(dataset))
     finally:
         _drop_extra_adapters(model)
 
