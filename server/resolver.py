@@ -42,6 +42,7 @@ class AdapterResolver:
         self.poll_seconds = poll_seconds
         self._aliases: dict[tuple[str, str], AdapterVersion] = {}
         self._loaded: set[int] = set()
+        self._pinned: dict[tuple[str, int], AdapterVersion] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._token: tuple[int, int] | None = None
         self._task: asyncio.Task | None = None
@@ -63,7 +64,9 @@ class AdapterResolver:
                 version = self.registry.resolve(ref)  # raises AdapterNotFound with the right message
                 await self.ensure_loaded(version)
             return version
-        version = self.registry.get_version(ref.name, ref.version)
+        version = self._pinned.get((ref.name, ref.version))
+        if version is None:  # versions are immutable: one registry read per pinned version, not per request
+            version = self._pinned[(ref.name, ref.version)] = self.registry.get_version(ref.name, ref.version)
         if version.status != "ready":
             raise AdapterNotFound(f"{version.lora_name} was rejected by the evaluation gate and is not served")
         await self.ensure_loaded(version)
