@@ -68,6 +68,10 @@ def export(
         str,
         typer.Option("--conflicts", help="Conflicting ratings: 'majority' keeps the majority, 'drop' drops."),
     ] = "majority",
+    correction_weight: Annotated[
+        int,
+        typer.Option("--correction-weight", help="SFT: each correction counts this many times (thumbs once)."),
+    ] = ExportOptions.correction_weight,
     db: DbOption = None,
 ) -> None:
     """Build a training set for ADAPTER and write it as JSONL in TRL's conversational format."""
@@ -75,7 +79,10 @@ def export(
         raise typer.BadParameter("use sft, dpo or kto", param_hint="--kind")
     try:
         options = ExportOptions(
-            held_out_fraction=held_out_fraction, per_user_cap=per_user_cap, conflict_policy=conflict_policy
+            held_out_fraction=held_out_fraction,
+            per_user_cap=per_user_cap,
+            conflict_policy=conflict_policy,
+            correction_weight=correction_weight,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

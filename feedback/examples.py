@@ -1,5 +1,11 @@
 """Turning signals (thumbs, corrections, pairs) into SFT, DPO and KTO rows in TRL's conversational format:
 SFT {"prompt", "completion"} · DPO {"prompt", "chosen", "rejected"} · KTO {"prompt", "completion", "label"}
+
+Explicit evidence outranks thumbs. A correction is an answer the user wrote; a thumb is one click, and
+clicks are noisy (misclicks, mood, a rater skimming). So on a prompt that has a correction or an explicit
+pair, the user has already said what they want: its up-rated answers are not taught as SFT targets and its
+thumbs are not turned into inferred up-vs-down pairs. Corrections also count `correction_weight` times in
+SFT, so a minority of wrongly up-rated answers cannot outvote them.
 """
 
 from __future__ import annotations
@@ -46,13 +52,24 @@ def assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def sft_examples(thumbs: list[Thumb], corrections: list[Correction]) -> list[Example]:
-    """Up-rated answers and corrections (the correction's text is the completion)."""
+def explicit_prompts(corrections: list[Correction], pairs: list[Preference]) -> set[str]:
+    """Normalised prompts that have explicit evidence: a correction or an explicit pair."""
+    return {prompt_key(c.prompt) for c in corrections} | {prompt_key(p.prompt) for p in pairs}
+
+
+def sft_examples(
+    thumbs: list[Thumb], corrections: list[Correction], explicit: set[str], correction_weight: int = 1
+) -> list[Example]:
+    """Corrections (the correction's text is the completion, weighted) and up-rated answers to prompts
+    without explicit evidence."""
     rows = [
-        Example({"prompt": t.prompt, "completion": assistant(t.answer)}, {t.source}) for t in thumbs if t.up
+        Example({"prompt": c.prompt, "completion": assistant(c.correction)}, {c.source}, correction_weight)
+        for c in corrections
     ]
     rows += [
-        Example({"prompt": c.prompt, "completion": assistant(c.correction)}, {c.source}) for c in corrections
+        Example({"prompt": t.prompt, "completion": assistant(t.answer)}, {t.source})
+        for t in thumbs
+        if t.up and prompt_key(t.prompt) not in explicit
     ]
     return rows
 
@@ -71,10 +88,10 @@ def kto_examples(thumbs: list[Thumb], corrections: list[Correction]) -> list[Exa
 
 
 def dpo_examples(
-    thumbs: list[Thumb], corrections: list[Correction], pairs: list[Preference]
+    thumbs: list[Thumb], corrections: list[Correction], pairs: list[Preference], explicit: set[str]
 ) -> list[Example]:
-    """Explicit pairs; each correction beats the answer it corrects; and every up-rated answer beats every
-    down-rated answer to the same (normalised) prompt."""
+    """Explicit pairs; each correction beats the answer it corrects; and, on prompts without explicit
+    evidence, every up-rated answer beats every down-rated answer to the same (normalised) prompt."""
     rows = [_pair(p.prompt, p.chosen, p.rejected, {p.source}) for p in pairs]
     rows += [
         _pair(c.prompt, c.correction, c.answer, {c.source})
@@ -83,7 +100,8 @@ def dpo_examples(
     ]
     by_prompt: dict[str, list[Thumb]] = defaultdict(list)
     for t in thumbs:
-        by_prompt[prompt_key(t.prompt)].append(t)
+        if prompt_key(t.prompt) not in explicit:
+            by_prompt[prompt_key(t.prompt)].append(t)
     for group in by_prompt.values():
         ups, downs = _distinct(t for t in group if t.up), _distinct(t for t in group if not t.up)
         for key, up in ups.items():

@@ -18,7 +18,15 @@ from typing import Any, Literal
 
 import datasets
 
-from feedback.examples import Correction, Preference, Thumb, dpo_examples, kto_examples, sft_examples
+from feedback.examples import (
+    Correction,
+    Preference,
+    Thumb,
+    dpo_examples,
+    explicit_prompts,
+    kto_examples,
+    sft_examples,
+)
 from feedback.hygiene import (
     ConflictPolicy,
     Example,
@@ -65,6 +73,9 @@ class ExportOptions:
     conflict_policy: ConflictPolicy = "majority"
     """Conflicting ratings of one (prompt, answer): "majority" keeps the majority label (a tie drops the
     group), "drop" drops every rating of that answer."""
+    correction_weight: int = 2
+    """How many times each correction goes into the SFT set: a written correction is stronger evidence
+    than a thumb, so wrongly up-rated answers (noise) cannot outvote it."""
     replay: list[dict] | None = None
     """Earlier training rows (same kind and columns) mixed into train against forgetting."""
     seed: int = 0
@@ -82,6 +93,8 @@ class ExportOptions:
             problems.append("per_user_cap must be >= 1 (or None for no cap)")
         if not 0.0 <= self.held_out_fraction < 1.0:
             problems.append("held_out_fraction must be in [0, 1)")
+        if self.correction_weight < 1:
+            problems.append("correction_weight must be >= 1")
         if self.conflict_policy not in ("majority", "drop"):
             problems.append("conflict_policy must be 'majority' or 'drop'")
         if problems:
@@ -121,6 +134,8 @@ def build_training_set(
     train = [ex for ex in examples if not is_held_out(ex.row["prompt"], opts.held_out_fraction)]
     mixed, exact, normalised = deduplicate([*train, *_replay_examples(opts.replay, kind)])
     report.update(replay=len(mixed) - len(train), replay_duplicates=exact + normalised)
+    mixed = [ex for ex in mixed for _ in range(ex.weight)]
+    report["weighted_copies"] = len(mixed) - len(train) - report["replay"]
     random.Random(opts.seed).shuffle(mixed)  # mix replay rows in; seeded, so the hash is reproducible
     train_rows = [ex.row for ex in mixed]
     report.update(train=len(train_rows), held_out=len(held))
@@ -150,12 +165,14 @@ def _examples(
     thumbs, report["conflicts_dropped"] = resolve_conflicts(
         thumbs, lambda t: (prompt_key(t.prompt), normalise(t.answer)), lambda t: t.up, opts.conflict_policy
     )
+    explicit = explicit_prompts(corrections, preferences)
+    report["prompts_with_explicit_evidence"] = len(explicit)
     if kind == "sft":
-        examples = sft_examples(thumbs, corrections)
+        examples = sft_examples(thumbs, corrections, explicit, opts.correction_weight)
     elif kind == "kto":
         examples = kto_examples(thumbs, corrections)
     else:
-        examples = dpo_examples(thumbs, corrections, preferences)
+        examples = dpo_examples(thumbs, corrections, preferences, explicit)
     report["examples"] = len(examples)
     return examples
 

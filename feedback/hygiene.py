@@ -43,6 +43,7 @@ class Example:
 
     row: dict  # prompt + completion | chosen + rejected | completion + label
     sources: set[str] = field(default_factory=set)
+    weight: int = 1  # how many times the row goes into train (after de-duplication)
 
     def answers(self) -> list[str]:
         """The assistant texts of this row (completion, or chosen and rejected)."""
@@ -137,7 +138,7 @@ def _normalised_row(row: dict) -> str:
 
 def deduplicate(examples: Iterable[Example]) -> tuple[list[Example], int, int]:
     """Drop exact duplicates, then duplicates up to case and whitespace; the first kept absorbs the
-    lineage of its duplicates. Returns kept, exact duplicates, normalised duplicates."""
+    lineage (and the larger weight) of its duplicates. Returns kept, exact duplicates, normalised duplicates."""
     exact: dict[str, Example] = {}
     normal: dict[str, Example] = {}
     kept, n_exact, n_normal = [], 0, 0
@@ -145,11 +146,13 @@ def deduplicate(examples: Iterable[Example]) -> tuple[list[Example], int, int]:
         key = canonical_json(ex.row)
         if key in exact:
             exact[key].sources |= ex.sources
+            exact[key].weight = max(exact[key].weight, ex.weight)
             n_exact += 1
             continue
         nkey = _normalised_row(ex.row)
         if nkey in normal:
             normal[nkey].sources |= ex.sources
+            normal[nkey].weight = max(normal[nkey].weight, ex.weight)
             n_normal += 1
             continue
         exact[key] = normal[nkey] = ex

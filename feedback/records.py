@@ -9,6 +9,15 @@ Rating = Literal["up", "down"]
 
 
 @dataclass(frozen=True)
+class CompletionRef:
+    """What a rating needs to know about its completion: who answered, and which choices exist."""
+
+    adapter: str | None
+    adapter_version: int | None
+    choice_indexes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class CompletionRecord:
     """One served chat completion, as the gateway answered it."""
 
@@ -35,6 +44,10 @@ class CompletionRecord:
     def choice_indexes(self) -> list[int]:
         """The indexes of this completion's choices."""
         return [int(c.get("index", i)) for i, c in enumerate(self.choices)]
+
+    def ref(self) -> CompletionRef:
+        """The part of this record a rating needs."""
+        return CompletionRef(self.adapter, self.adapter_version, tuple(self.choice_indexes()))
 
 
 @dataclass(frozen=True)

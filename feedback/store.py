@@ -14,12 +14,14 @@ database could replace SQLite behind the same interface.
 
 from __future__ import annotations
 
-import asyncio
+import json
 import secrets
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ import sqlite_utils
 from feedback.errors import CompletionNotFound, FeedbackNotFound
 from feedback.pairs import resolve_pair
 from feedback.queries import StoreQueries
-from feedback.records import CompletionRecord, FeedbackRecord, PairRecord, Rating
+from feedback.records import CompletionRecord, CompletionRef, FeedbackRecord, PairRecord, Rating
 from feedback.schema import (
     COMPLETION_COLUMNS,
     FEEDBACK_COLUMNS,
@@ -54,11 +56,17 @@ from feedback.validation import (
 from feedback.writer import BatchWriter
 
 BUSY_TIMEOUT_S = 30.0
+CACHE_KIB = 64 * 1024  # per connection; SQLite's default (2 MiB) re-read index pages on every batch
+RECENT_COMPLETIONS = 100_000  # refs of committed completions kept in memory (~25 MB): most ratings are of these
 
 
 def new_id(prefix: str) -> str:
-    """A server-assigned id: prefix + 24 random hex digits."""
-    return prefix + secrets.token_hex(12)
+    """A server-assigned id: prefix + the time in ms (12 hex digits) + 20 random hex digits.
+
+    Time first, so new rows append at the right edge of the primary-key index: with random keys each
+    insert dirtied a page somewhere in the whole B-tree, and commits (WAL writes) grew with the table.
+    80 random bits keep ids unguessable."""
+    return f"{prefix}{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 class FeedbackStore(StoreQueries):
@@ -73,8 +81,10 @@ class FeedbackStore(StoreQueries):
         conn.executescript(SCHEMA)
         self._writer = BatchWriter(conn, flush_interval=flush_interval, max_batch=max_batch)
         self._write_conn = conn
-        # Completions queued but not yet committed, so feedback can find them at once.
+        # Completions queued but not yet committed, so feedback can find them at once; and the refs of
+        # recently committed ones, so a rating (usually of a recent answer) costs no database read.
         self._pending: dict[str, CompletionRecord] = {}
+        self._recent: OrderedDict[str, CompletionRef] = OrderedDict()
         self._pending_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -86,6 +96,7 @@ class FeedbackStore(StoreQueries):
             self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # the indexes' hot pages stay in memory
         return conn
 
     def _read(self, sql: str, args: tuple | list = ()) -> list[tuple]:
@@ -106,12 +117,40 @@ class FeedbackStore(StoreQueries):
         values = placeholders(COMPLETION_COLUMNS)
         sql = f"INSERT OR REPLACE INTO completions ({COMPLETION_COLUMNS}) VALUES ({values})"
         future = self._writer.submit(lambda conn: conn.execute(sql, row))
-        future.add_done_callback(lambda _: self._forget_pending(rec))
+        future.add_done_callback(lambda done: self._forget_pending(rec, done))
 
-    def _forget_pending(self, rec: CompletionRecord) -> None:
+    def _forget_pending(self, rec: CompletionRecord, done: Future) -> None:
+        """The write finished: drop the record from `_pending`; remember its ref if it was committed."""
         with self._pending_lock:
             if self._pending.get(rec.id) is rec:
                 del self._pending[rec.id]
+            if done.exception() is None:
+                self._remember(rec.id, rec.ref())
+
+    def _remember(self, completion_id: str, ref: CompletionRef) -> None:
+        """Keep a committed completion's ref, evicting the oldest past RECENT_COMPLETIONS (holds the lock)."""
+        self._recent[completion_id] = ref
+        self._recent.move_to_end(completion_id)
+        if len(self._recent) > RECENT_COMPLETIONS:
+            self._recent.popitem(last=False)
+
+    def completion_ref(self, completion_id: str) -> CompletionRef:
+        """Adapter, version and choice indexes of a completion; CompletionNotFound if unknown.
+
+        Queued and recent completions are answered from memory; older ones with one narrow read."""
+        with self._pending_lock:
+            rec = self._pending.get(completion_id)
+            ref = rec.ref() if rec is not None else self._recent.get(completion_id)
+        if ref is not None:
+            return ref
+        rows = self._read("SELECT adapter, adapter_version, choices FROM completions WHERE id = ?", (completion_id,))
+        if not rows:
+            raise CompletionNotFound(f"no completion with id {completion_id!r}")
+        adapter, version, choices = rows[0]
+        ref = CompletionRef(adapter, version, tuple(int(c.get("index", i)) for i, c in enumerate(json.loads(choices))))
+        with self._pending_lock:
+            self._remember(completion_id, ref)
+        return ref
 
     def get_completion(self, completion_id: str) -> CompletionRecord:
         """The completion with this id, committed or still queued; CompletionNotFound if unknown."""
@@ -138,7 +177,10 @@ class FeedbackStore(StoreQueries):
                 " AND id NOT IN (SELECT rejected_completion_id FROM pairs"
                 "  WHERE rejected_completion_id IS NOT NULL)"
             )
-        return self._writer.run(lambda conn: conn.execute(sql, (cutoff,)).rowcount)
+        deleted = self._writer.run(lambda conn: conn.execute(sql, (cutoff,)).rowcount)
+        with self._pending_lock:  # a rating that raced the delete is refused by _insert_feedback's check
+            self._recent.clear()
+        return deleted
 
     # ---- ratings --------------------------------------------------------------------------------
     def add_feedback(self, completion_id: str, rating: Rating, **options: Any) -> FeedbackRecord:
@@ -147,8 +189,7 @@ class FeedbackStore(StoreQueries):
 
     async def add_feedback_async(self, completion_id: str, rating: Rating, **options: Any) -> FeedbackRecord:
         """`add_feedback` for an event loop: waits for the commit without holding a thread."""
-        op = _feedback_op(self.new_feedback(completion_id, rating, **options))
-        return await asyncio.wrap_future(self._writer.submit(op, waited=True))
+        return await self._writer.submit_async(_feedback_op(self.new_feedback(completion_id, rating, **options)))
 
     def new_feedback(
         self,
@@ -170,12 +211,12 @@ class FeedbackStore(StoreQueries):
             + text_problems("user", user, 256)
             + feedback_id_problems(feedback_id)
         )
-        completion = self.get_completion(completion_id)
-        if choice_index not in completion.choice_indexes():
+        completion = self.completion_ref(completion_id)
+        if choice_index not in completion.choice_indexes:
             raise_if(
                 [
                     f"choice_index {choice_index} is out of range: the completion has choices"
-                    f" {completion.choice_indexes()}"
+                    f" {list(completion.choice_indexes)}"
                 ]
             )
         return FeedbackRecord(
@@ -192,7 +233,7 @@ class FeedbackStore(StoreQueries):
 
     async def add_pair_async(self, **fields: Any) -> PairRecord:
         """`add_pair` for an event loop: waits for the commit without holding a thread."""
-        return await asyncio.wrap_future(self._writer.submit(_pair_op(self.new_pair(**fields)), waited=True))
+        return await self._writer.submit_async(_pair_op(self.new_pair(**fields)))
 
     def new_pair(
         self,
@@ -270,6 +311,9 @@ def _insert_feedback(conn: sqlite3.Connection, rec: FeedbackRecord) -> FeedbackR
         first = _by_client_id(conn, FEEDBACK_COLUMNS, "feedback", rec.feedback_id, feedback_from_row)
         if first is not None:
             return first
+    # validated against memory before queueing; retention may have deleted the row since (never dangle)
+    if conn.execute("SELECT 1 FROM completions WHERE id = ?", (rec.completion_id,)).fetchone() is None:
+        raise CompletionNotFound(f"no completion with id {rec.completion_id!r}")
     replaced = False
     if rec.user is not None:
         deleted = conn.execute(

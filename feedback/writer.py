@@ -9,10 +9,14 @@ Two kinds of work share one queue, in order:
 
 Each operation runs inside its own SAVEPOINT, so one that raises (a typed error found under the lock)
 is rolled back alone and the rest of the batch still commits.
+
+`submit_async` is for event loops: after a commit, all of a batch's waiters on one loop are woken by
+one `call_soon_threadsafe` (one wake-up of the loop per batch, not one per operation).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -28,12 +32,24 @@ Operation = Callable[[sqlite3.Connection], Any]
 
 
 class _Job:
-    __slots__ = ("op", "future", "waited")
+    __slots__ = ("op", "future", "waited", "loop")
 
-    def __init__(self, op: Operation, waited: bool):
+    def __init__(self, op: Operation, waited: bool, loop: asyncio.AbstractEventLoop | None = None):
         self.op = op
-        self.future: Future = Future()
         self.waited = waited
+        self.loop = loop  # set: `future` is an asyncio future of that loop, settled on the loop's thread
+        self.future: Future | asyncio.Future = loop.create_future() if loop is not None else Future()
+
+
+def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    """On the loop's thread: resolve the asyncio futures of one batch (skipping cancelled waiters)."""
+    for future, result, exc in outcomes:
+        if future.done():
+            continue
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
 
 
 class BatchWriter:
@@ -55,6 +71,10 @@ class BatchWriter:
         """Queue an operation; the future resolves once it is committed. `waited` commits it at once."""
         return self._put(op, waited=waited)
 
+    def submit_async(self, op: Operation) -> asyncio.Future:
+        """Queue an operation from a running event loop and commit it at once; await the result."""
+        return self._put(op, waited=True, loop=asyncio.get_running_loop())
+
     def run(self, op: Operation, timeout: float | None = 60.0) -> Any:
         """Queue an operation, block until its transaction commits, and return its result (or raise)."""
         return self._put(op, waited=True).result(timeout)
@@ -70,8 +90,8 @@ class BatchWriter:
             self._cond.notify_all()
         self._thread.join()
 
-    def _put(self, op: Operation, waited: bool) -> Future:
-        job = _Job(op, waited)
+    def _put(self, op: Operation, waited: bool, loop: asyncio.AbstractEventLoop | None = None) -> Any:
+        job = _Job(op, waited, loop)
         with self._cond:
             if self._closing:
                 raise RuntimeError("the feedback store is closed")
@@ -124,10 +144,18 @@ class BatchWriter:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(job, None, exc) for job in batch]
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any, BaseException | None]]] = {}
         for job, result, exc in outcomes:
-            if exc is None:
+            if job.loop is not None:
+                by_loop.setdefault(job.loop, []).append((job.future, result, exc))
+            elif exc is None:
                 job.future.set_result(result)
             else:
                 if not job.waited:
                     logger.warning("dropped a queued write: %s", exc)
                 job.future.set_exception(exc)
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # that loop has closed: nobody is waiting any more
+                pass

@@ -106,6 +106,20 @@ def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) 
                   description="OpenAI-compatible gateway with hot-swappable LoRA adapters and a feedback loop.")
     app.state.flywheel = state
     install_error_handlers(app)
+    app.router.routes.append(feedback.submit_feedback_route)
     for module in (health, chat, feedback, admin, training):
         app.include_router(module.router)
+    _document(app, "/v1/feedback", feedback.openapi_path())
     return app
+
+
+def _document(app: FastAPI, path: str, item: dict) -> None:
+    """Add a plain Starlette route's entry to the generated OpenAPI schema."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        schema = generate()
+        schema["paths"].setdefault(path, {}).update(item)
+        return schema
+
+    app.openapi = openapi

@@ -24,7 +24,7 @@ def test_sft_takes_up_rated_answers_and_corrections(store, rate):
     up = rate("capital of France?", "Paris.", "up")
     rate("capital of Spain?", "Lisbon.", "down")
     fixed = rate("capital of Italy?", "Milan.", "down", correction="Rome.")
-    ts = build_training_set(store, "bot", "sft", NO_SPLIT)
+    ts = _build(store, "sft", correction_weight=1)
     assert ts.train.column_names == ["prompt", "completion"]
     assert _answers(ts.train) == ["Paris.", "Rome."]
     row = next(r for r in ts.train if r["completion"][0]["content"] == "Paris.")
@@ -34,6 +34,29 @@ def test_sft_takes_up_rated_answers_and_corrections(store, rate):
     }
     assert ts.feedback_ids == sorted([up, fixed])
     assert ts.report["raw"] == {"ratings": 3, "pairs": 0}
+
+
+def test_sft_counts_corrections_more_than_thumbs(store, rate):
+    rate("capital of France?", "Paris.", "up")
+    rate("capital of Italy?", "Milan.", "down", correction="Rome.")
+    rate("capital of Peru?", "Quito.", "down", correction="rome.")  # same text once normalised: one row
+    ts = _build(store, "sft", correction_weight=3)
+    assert _answers(ts.train) == ["Paris.", "Rome.", "Rome.", "Rome.", "rome.", "rome.", "rome."]
+    assert ts.report["weighted_copies"] == 4
+
+
+def test_a_correction_outranks_thumbs_on_its_prompt(store, rate):
+    """A prompt the user corrected teaches the correction: its up-rated answers (often misclicks) are not
+    SFT targets, and its thumbs make no inferred up-vs-down pairs; other prompts are unaffected."""
+    rate("Name a colour", "Cheese.", "up", user="a")  # a misclick
+    rate("name a colour ", "Blue is one.", "down", correction="Answer: blue.", user="b")
+    rate("Name a fruit", "Apple.", "up")
+    rate("Name a fruit", "No.", "down")
+    sft = _build(store, "sft", correction_weight=1)
+    assert _answers(sft.train) == ["Answer: blue.", "Apple."]
+    dpo = _build(store, "dpo")
+    pairs = sorted((r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in dpo.train)
+    assert pairs == [("Answer: blue.", "Blue is one."), ("Apple.", "No.")]
 
 
 def test_dpo_explicit_pairs(store):

@@ -49,10 +49,11 @@ def test_cli_export_and_stats(tmp_path, make_completion):
         _fill(store, make_completion)
     out, held = tmp_path / "sft.jsonl", tmp_path / "held.jsonl"
     args = ["export", "--adapter", "bot", "--kind", "sft", "--out", str(out), "--held-out-out", str(held)]
-    result = runner.invoke(app, [*args, "--db", str(db), "--held-out-fraction", "0"])
+    result = runner.invoke(app, [*args, "--db", str(db), "--held-out-fraction", "0", "--correction-weight", "1"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 7 and held.read_text() == ""  # 4 up-rated + 3 corrections (on q1, q2, q3)
+    # 3 corrections (q1, q2, q3) + the 2 up-rated answers to q0 (ups on corrected q1, q2 are outranked)
+    assert len(rows) == 5 and held.read_text() == ""
     result = runner.invoke(app, ["stats", "--db", str(db), "--by-day"])
     assert result.exit_code == 0, result.output
     today = time.strftime("%Y-%m-%d", time.gmtime())

@@ -11,7 +11,7 @@ import pytest
 
 from feedback.errors import CompletionNotFound, FeedbackNotFound, InvalidFeedback
 from feedback.records import FeedbackRecord
-from feedback.store import FeedbackStore
+from feedback.store import FeedbackStore, _insert_feedback
 
 
 def _rows(db: Path, table: str) -> int:
@@ -186,3 +186,36 @@ def test_closed_store_refuses_writes(tmp_path, make_completion):
     store.close()
     with pytest.raises(RuntimeError):
         store.record_completion(make_completion())
+
+
+def test_ratings_resolve_completions_from_memory_and_from_disk(tmp_path, make_completion):
+    db = tmp_path / "f.db"
+    with FeedbackStore(db) as store:
+        rec = make_completion(answers=["Paris.", "It is Paris."])
+        store.record_completion(rec)
+        store.flush()
+        assert store.completion_ref(rec.id) == rec.ref()  # committed, still remembered
+    with FeedbackStore(db) as fresh:  # a new process: nothing in memory, one narrow read
+        assert fresh.completion_ref(rec.id).choice_indexes == (0, 1)
+        assert fresh.add_feedback(rec.id, "down", choice_index=1).adapter == rec.adapter
+
+
+def test_a_rating_racing_retention_is_refused_not_dangling(store, make_completion):
+    old = make_completion(created_at=time.time() - 3600)
+    store.record_completion(old)
+    store.flush()
+    rating = store.new_feedback(old.id, "up")  # validated while the completion still exists...
+    assert store.delete_completions_older_than(60) == 1  # ...then retention deletes it
+    with pytest.raises(CompletionNotFound):
+        store._writer.run(lambda conn: _insert_feedback(conn, rating))
+    assert store.rating_counts() == []
+    with pytest.raises(CompletionNotFound):
+        store.add_feedback(old.id, "up")  # and the remembered ref went with it
+
+
+def test_server_ids_are_time_ordered_and_unique(store, make_completion):
+    rec = make_completion()
+    store.record_completion(rec)
+    ids = [store.new_feedback(rec.id, "up").id for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(len(i) == len("fb_") + 32 for i in ids)
+    assert [i[3:15] for i in ids] == sorted(i[3:15] for i in ids)  # the time part never goes backwards

@@ -84,3 +84,22 @@ def test_max_batch_bounds_a_transaction(conn):
         f.result(5)  # full batches commit without waiting for the interval
     writer.close()
     assert writer.batches_committed == 3
+
+
+def test_async_waiters_are_settled_on_their_loop(conn):
+    import asyncio
+
+    writer = BatchWriter(conn)
+
+    async def main() -> list:
+        ok = [writer.submit_async(lambda c, i=i: c.execute("INSERT INTO t VALUES (?)", (i,)).lastrowid)
+              for i in range(50)]
+        bad = writer.submit_async(lambda c: 1 / 0)
+        results = await asyncio.gather(*ok)
+        with pytest.raises(ZeroDivisionError):
+            await bad
+        return results
+
+    assert sorted(asyncio.run(main())) == list(range(1, 51))
+    writer.close()
+    assert _count(conn) == 50
