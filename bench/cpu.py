@@ -6,9 +6,12 @@ gateway's overhead shows before its throughput does.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import psutil  # a dependency of vLLM
+
+from server.cpu_affinity import engine_cores, pin_this_process
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,17 @@ def cpu_use(pid: int) -> CpuUse:
     """CPU used so far by process `pid` and by its live descendants (vLLM's engine core)."""
     top = psutil.Process(pid)
     return CpuUse(_seconds(top), sum(_seconds(child) for child in top.children(recursive=True)))
+
+
+def keep_clients_off_engine(server_pid: int) -> list[int]:
+    """Pin this process (and the load generators it spawns later) off the cores the server's engine worker is
+    bound to, as the gateway pins its own API; returns the cores the clients run on ([] when nothing pinned).
+
+    Otherwise the kernel schedules the load generators onto the worker's core and the benchmark measures their
+    interference with the forward pass rather than the gateway's."""
+    engine = engine_cores(server_pid)
+    others = set(os.sched_getaffinity(0)) - engine
+    if not engine or not others:
+        return []
+    pin_this_process(others)
+    return sorted(others)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.cpu import keep_clients_off_engine
 from bench.feedback_load import FeedbackLoadResult, FeedbackProcess
 from bench.hardware import Hardware, detect
 from bench.load import PROMPTS, LoadSpec, LoadSummary, run_load
@@ -53,6 +54,7 @@ class FeedbackReport:
     chat_with_feedback: LoadSummary
     feedback_during_chat: FeedbackLoadResult
     load_average_at_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    client_cores: list[int] = field(default_factory=list)  # where the load generators ran ([]: anywhere)
     files: list[Path] = field(default_factory=list)
 
     def chat_ratio(self) -> float | None:
@@ -70,7 +72,7 @@ class FeedbackReport:
         """Plain JSON-ready dict."""
         config = {k: v for k, v in asdict(self.config).items() if k not in ("out_dir", "work_dir")}
         return {"benchmark": "feedback ingestion under chat load", "hardware": self.hardware.as_dict(),
-                "load_average_at_end": self.load_average_at_end, "config": config,
+                "load_average_at_end": self.load_average_at_end, "client_cores": self.client_cores, "config": config,
                 "feedback_alone": self.feedback_alone.as_dict(), "chat_alone": self.chat_alone.as_dict(),
                 "chat_with_feedback": self.chat_with_feedback.as_dict(),
                 "feedback_during_chat": self.feedback_during_chat.as_dict(),
@@ -105,6 +107,8 @@ def run_feedback_bench(config: FeedbackConfig, steps: Steps) -> FeedbackReport:
         work = config.work_dir or Path(tmp)
         with steps.phase("starting the Flywheel gateway"):
             server = stack.enter_context(gateway_server(config.flags, work / "gateway-data", work / "gateway.log"))
+        client_cores = keep_clients_off_engine(server.pid)
+        steps.note(f"load generators on CPU(s) {client_cores or 'any'} (the engine worker's are left to it)")
         asyncio.run(run_load(server.url, LoadSpec(concurrency=4, requests=4, max_tokens=8)))  # warm-up
         with steps.phase(f"serving {config.completions} completions to rate"):
             ids = create_completions(server.url, config.completions)
@@ -121,7 +125,7 @@ def run_feedback_bench(config: FeedbackConfig, steps: Steps) -> FeedbackReport:
             during = submitter.finish()
         steps.note(f"chat with feedback: {chat_with.output_tokens_per_s:.1f} tokens/s; "
                    f"feedback during chat: {during.per_s:.0f}/s, p99 {during.p99_ms:.1f} ms")
-    report = FeedbackReport(hardware, config, alone, chat_alone, chat_with, during, os.getloadavg())
+    report = FeedbackReport(hardware, config, alone, chat_alone, chat_with, during, os.getloadavg(), client_cores)
     report.files = list(write(config.out_dir, "bench_feedback", report.as_dict(), markdown(report)))
     return report
 
@@ -144,9 +148,10 @@ def markdown(report: FeedbackReport) -> str:
         "## Hardware\n\n" + report.hardware.markdown() + "\n- Load average when the run ended: "
         + ", ".join(f"{x:.2f}" for x in report.load_average_at_end),
         f"## Settings\n\n- Feedback: at least {c.submissions} `POST /v1/feedback` per phase, {c.inflight} in flight "
-        f"(aiohttp, its own process), spread over {c.completions} real completions, each a distinct user and "
-        f"feedback_id (every one a new row)\n- Chat: {c.chat_concurrency} concurrent streams, {c.chat_requests} "
-        f"requests of {c.max_tokens} tokens; during the combined phase feedback is submitted for the whole chat run",
+        f"(a lean asyncio HTTP/1.1 client in its own process), spread over {c.completions} real completions, "
+        f"each a distinct user and feedback_id (every one a new row)\n- Chat: {c.chat_concurrency} concurrent "
+        f"streams, {c.chat_requests} requests of {c.max_tokens} tokens; during the combined phase feedback is "
+        "submitted for the whole chat run",
         "## Feedback ingestion\n\n" + markdown_table(
             ["phase", "submissions", "per second", "p50 (ms)", "p99 (ms)", "max (ms)", "errors"], feedback_rows),
         "## Chat throughput\n\n" + markdown_table(
@@ -156,7 +161,7 @@ def markdown(report: FeedbackReport) -> str:
         f"- >= 2,000 submissions/s: {_yes(met['submissions_per_s_at_least_2000'])} ({during.per_s:,.0f}/s)\n"
         f"- p99 < 50 ms: {_yes(met['p99_under_50ms'])} ({during.p99_ms:.1f} ms)\n"
         f"- chat slowdown <= 5%: {_yes(met['chat_slowdown_at_most_5_percent'])} ({report.chat_ratio()}x)",
-        "## Caveats\n\n- The load generators run on the same cores as the gateway and its engine process, so the "
-        "client's own CPU is part of what is measured; other work on the machine (see the load averages) moves "
-        "absolute numbers.",
+        "## Caveats\n\n- The load generators run on this machine, pinned like the gateway's API to the cores the "
+        f"engine worker does not use (CPU(s) {report.client_cores or 'any'}): their own CPU is part of what is "
+        "measured; other work on the machine (see the load averages) moves absolute numbers.",
     ])

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         256, ge=1, description="Requests admitted at once; more get 429 so the engine is never swamped."
     )
     enforce_eager: bool = Field(True, description="Skip CUDA graph capture (faster start, slower GPU decode).")
+    pin_api_cpus: bool = Field(
+        True, description="CPU serving: keep the API and vLLM's engine-core process off the worker's cores."
+    )
 
     # --- HTTP ----------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the gateway binds to.")

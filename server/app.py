@@ -16,6 +16,7 @@ from adapters.runs import RunStore
 from feedback.store import FeedbackStore
 from flywheel.settings import Settings
 from server.chat import ChatHandler
+from server.cpu_affinity import keep_off_engine_cores
 from server.engine import Engine, Sampling
 from server.errors import install_error_handlers
 from server.metrics import Metrics
@@ -61,6 +62,8 @@ async def start_engine(state: GatewayState, factory: EngineFactory) -> None:
         # (seen as the p99 of `flywheel bench feedback`). vLLM's engine core does the same (v1/engine/core.py).
         gc.collect()
         gc.freeze()
+        if state.settings.pin_api_cpus:
+            keep_off_engine_cores()
         state.ready = True
         logger.info("gateway ready: %d adapter aliases loaded", len(state.resolver.production_versions()))
     except Exception as e:  # keep the process up so /ready can say why
