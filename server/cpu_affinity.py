@@ -17,18 +17,20 @@ import psutil  # a dependency of vLLM
 
 logger = logging.getLogger(__name__)
 
+WORKER_NAME = "VLLM::Worker"  # vLLM names its processes (`VLLM::EngineCore`, `VLLM::Worker[_TPn]`)
+
 
 def engine_cores(pid: int | None = None) -> set[int]:
-    """Cores that vLLM processes under `pid` (default: this process) are bound to, narrower than all."""
+    """Cores that vLLM's workers under `pid` (default: this process) are bound to, if narrower than all."""
     everything = set(os.sched_getaffinity(0))
     bound: set[int] = set()
     for proc in _vllm_processes(pid):
         try:
-            cores = set(proc.cpu_affinity())
+            if proc.name().startswith(WORKER_NAME):
+                cores = set(proc.cpu_affinity())
+                bound |= cores if cores < everything else set()
         except psutil.Error:
             continue
-        if cores < everything:
-            bound |= cores
     return bound
 
 
@@ -40,9 +42,9 @@ def keep_off_engine_cores() -> set[int]:
     if not engine or not others:
         return set()
     pin_this_process(others)
-    for proc in _vllm_processes():  # the engine-core process, not the worker itself
+    for proc in _vllm_processes():  # the engine-core process, not the workers
         try:
-            if not set(proc.cpu_affinity()) <= engine:
+            if not proc.name().startswith(WORKER_NAME):
                 proc.cpu_affinity(sorted(others))
         except psutil.Error:
             continue

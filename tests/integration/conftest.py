@@ -39,6 +39,7 @@ class Gateway:
     env: dict[str, str]
     model_dir: Path
     log: Path
+    pid: int
 
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=120)
@@ -75,7 +76,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             if proc.poll() is not None or time.time() > deadline:
                 pytest.fail(f"gateway did not become ready; log tail:\n{log.read_text()[-4000:]}")
             time.sleep(1)
-        yield Gateway(url=url, env=env, model_dir=Path(env["FLYWHEEL_MODEL_PATH"]), log=log)
+        yield Gateway(url=url, env=env, model_dir=Path(env["FLYWHEEL_MODEL_PATH"]), log=log, pid=proc.pid)
     finally:
         proc.terminate()
         try:

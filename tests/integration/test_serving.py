@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import difflib
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
+import psutil
 import pytest
 
+from server.cpu_affinity import engine_cores
 from tests.integration.conftest import Gateway
 
 pytestmark = pytest.mark.integration
@@ -34,6 +37,16 @@ def test_chat_answers_with_the_default_model(gateway: Gateway):
     assert "Paris" in r.choices[0].message.content
     assert r.id.startswith("chatcmpl-") and r.choices[0].finish_reason == "stop"
     assert r.usage.prompt_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_the_api_stays_off_the_engine_workers_cores(gateway: Gateway):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: nothing to keep apart")
+    worker = engine_cores(gateway.pid)
+    if not worker:
+        pytest.skip("vLLM did not bind its worker to cores here")
+    for thread in psutil.Process(gateway.pid).threads():  # every API thread, the writer and pools included
+        assert not os.sched_getaffinity(thread.id) & worker, (thread.id, worker)
 
 
 def test_multi_turn_and_max_completion_tokens(gateway: Gateway):
