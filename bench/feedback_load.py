@@ -69,9 +69,14 @@ class _Connection:
 
 
 async def submit_feedback(
-    url: str, completion_ids: list[str], count: int, inflight: int, keep_going: object | None = None
+    url: str, completion_ids: list[str], count: int, inflight: int, keep_going: object | None = None,
+    rate: float | None = None,
 ) -> FeedbackLoadResult:
     """Submit at least `count` ratings, `inflight` at a time; go on while `keep_going.is_set()` (an Event).
+
+    Without `rate`, as fast as the server answers (closed loop: the capacity). With `rate`, submission k is
+    due at start + k / rate (open loop) and its latency counts from when it was due, so a server that falls
+    behind shows it in the percentiles instead of quietly receiving fewer requests.
 
     A warm-up of `2 * inflight` submissions opens every connection first and is not measured: the burst of
     connection set-ups would otherwise land in the p99 of a steady-state ingestion rate.
@@ -82,12 +87,17 @@ async def submit_feedback(
     latencies: list[float] = []
     errors: list[str] = []
 
-    async def worker(conn: _Connection, remaining: itertools.count, total: int, go_on: bool) -> None:
-        while next(remaining) < total or (go_on and keep_going is not None and keep_going.is_set()):
+    async def worker(conn: _Connection, tickets: itertools.count, total: int, paced_from: float | None) -> None:
+        go_on = paced_from is not None and keep_going is not None
+        while (ticket := next(tickets)) < total or (go_on and keep_going.is_set()):
             i = next(ids)
             body = {"completion_id": completion_ids[i % len(completion_ids)], "rating": "up" if i % 3 else "down",
                     "user": f"bench-{run}-{i}", "feedback_id": f"bench-{run}-{i}"}
             start = time.perf_counter()
+            if rate and paced_from is not None:
+                start = paced_from + ticket / rate  # when this submission is due
+                if start > time.perf_counter():
+                    await asyncio.sleep(start - time.perf_counter())
             try:
                 status, text = await conn.post("/v1/feedback", body)
             except (OSError, asyncio.IncompleteReadError, ValueError) as e:
@@ -102,11 +112,11 @@ async def submit_feedback(
     conns = [_Connection(parsed.hostname or "127.0.0.1", parsed.port or 80) for _ in range(inflight)]
     try:
         warmup = itertools.count()
-        await asyncio.gather(*(worker(c, warmup, 2 * inflight, False) for c in conns))
+        await asyncio.gather(*(worker(c, warmup, 2 * inflight, None) for c in conns))
         latencies.clear()
         measured = itertools.count()
         start = time.perf_counter()
-        await asyncio.gather(*(worker(c, measured, count, True) for c in conns))
+        await asyncio.gather(*(worker(c, measured, count, start) for c in conns))
         wall = time.perf_counter() - start
     finally:
         for c in conns:
@@ -119,22 +129,22 @@ async def submit_feedback(
     )
 
 
-def _child(url: str, ids: list[str], count: int, inflight: int, keep_going: object, started: object,
-           out: object) -> None:
+def _child(url: str, ids: list[str], count: int, inflight: int, rate: float | None, keep_going: object,
+           started: object, out: object) -> None:
     started.set()
-    out.put(asyncio.run(submit_feedback(url, ids, count, inflight, keep_going)).as_dict())
+    out.put(asyncio.run(submit_feedback(url, ids, count, inflight, keep_going, rate)).as_dict())
 
 
 class FeedbackProcess:
     """`submit_feedback` in a spawned process: start it, do other work, then `finish()` for its result."""
 
-    def __init__(self, url: str, completion_ids: list[str], count: int, inflight: int):
+    def __init__(self, url: str, completion_ids: list[str], count: int, inflight: int, rate: float | None = None):
         ctx = multiprocessing.get_context("spawn")
         self.keep_going = ctx.Event()
         self.keep_going.set()  # until the caller's own work is done
         self._started = ctx.Event()
         self._out = ctx.Queue()
-        self._proc = ctx.Process(target=_child, args=(url, completion_ids, count, inflight, self.keep_going,
+        self._proc = ctx.Process(target=_child, args=(url, completion_ids, count, inflight, rate, self.keep_going,
                                                       self._started, self._out), daemon=True)
 
     def start(self) -> FeedbackProcess:

@@ -1,4 +1,5 @@
-"""The loop benchmark's results: bench_loop.json (every number), bench_loop.md (tables), bench_loop.png (plot).
+"""The loop benchmark's results: bench_loop.json (every number), bench_loop.md (tables), bench_loop.png (plot);
+`bench_loop_noise20.*` for a run with `--noise 0.2`.
 
 matplotlib is not in the project's environment, so the plot is drawn with Pillow, which vLLM pulls in.
 """
@@ -44,6 +45,11 @@ class RoundResult:
 
 
 STEM = "bench_loop"
+
+
+def stem(config: LoopConfig) -> str:
+    """bench_loop, or bench_loop_noise20 for a run with 20% of ratings flipped (both results are published)."""
+    return STEM + (f"_noise{round(config.noise * 100)}" if config.noise else "")
 MAX_ROUNDS = 3  # issue 5: the target must be met within 3 rounds
 MAX_PPL_INCREASE = 0.10
 
@@ -171,7 +177,7 @@ def write_report(config: LoopConfig, hardware: Hardware, rounds: list[RoundResul
     data = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
             "hardware": hardware.as_dict(), "base_ppl": base_ppl, "rounds": [asdict(r) for r in rounds],
             "targets": verdict, "total_s": total_s, "work_dir": str(work)}
-    files = list(write(config.out_dir, STEM, data, markdown(config, hardware, rounds, verdict, total_s)))
+    files = list(write(config.out_dir, stem(config), data, markdown(config, hardware, rounds, verdict, total_s)))
     title = f"held-out answers meeting '{config.preference}' (noise {config.noise:.0%})"
-    files.append(plot(config.out_dir / f"{STEM}.png", rounds, config.rounds, verdict["threshold"], title))
+    files.append(plot(config.out_dir / f"{stem(config)}.png", rounds, config.rounds, verdict["threshold"], title))
     return {**data, "files": [str(f) for f in files]}
