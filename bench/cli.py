@@ -100,7 +100,8 @@ def feedback(
     completions: int = typer.Option(32, min=1, help="Real completions served first, for the feedback to rate."),
     chat_concurrency: int = typer.Option(16, min=1, help="Concurrent chat streams."),
     chat_requests: int = typer.Option(128, min=1, help="Chat requests per chat phase."),
-    rate: float = typer.Option(2000, min=1, help="Feedback submissions per second beside chat (issue 3's target)."),
+    rate: float = typer.Option(2050, min=1, help="Feedback offered per second beside chat (issue 3's target is "
+                                                 "2,000/s measured; the drain makes measured a little under offered)."),
     max_tokens: int = typer.Option(64, min=1, help="Tokens generated per chat request."),
     model: Path = typer.Option(None, help=MODEL_HELP),
     max_model_len: int = typer.Option(1024, help="FLYWHEEL_MAX_MODEL_LEN for the gateway."),

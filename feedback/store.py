@@ -6,7 +6,8 @@ transaction so writers from different processes queue on SQLite's lock instead o
 
 `synchronous=NORMAL` in WAL mode: a commit survives the process crashing, not the machine losing
 power (https://www.sqlite.org/pragma.html#pragma_synchronous); the price of fsync per commit would
-cap group commit far below the 2,000 submissions/s target on this machine's disk.
+cap group commit far below the 2,000 submissions/s target on this machine's disk. WAL checkpoints
+run on their own thread (`checkpointer.py`), never inside a commit that ratings wait on.
 
 This class is the storage boundary: exports and stats only use its public methods, so a server
 database could replace SQLite behind the same interface.
@@ -27,6 +28,7 @@ from typing import Any
 
 import sqlite_utils
 
+from feedback.checkpointer import Checkpointer
 from feedback.errors import CompletionNotFound, FeedbackNotFound
 from feedback.pairs import resolve_pair
 from feedback.queries import StoreQueries
@@ -79,7 +81,9 @@ class FeedbackStore(StoreQueries):
         db = sqlite_utils.Database(conn)
         db.enable_wal()
         conn.executescript(SCHEMA)
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it, off the commit path
         self._writer = BatchWriter(conn, flush_interval=flush_interval, max_batch=max_batch)
+        self._checkpointer = Checkpointer(self._connect)
         self._write_conn = conn
         # Completions queued but not yet committed, so feedback can find them at once; and the refs of
         # recently committed ones, so a rating (usually of a recent answer) costs no database read.
@@ -284,6 +288,7 @@ class FeedbackStore(StoreQueries):
             return
         self._closed = True
         self._writer.close()
+        self._checkpointer.close()
         self._write_conn.close()
         with self._readers_lock:
             for conn in self._readers:

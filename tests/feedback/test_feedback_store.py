@@ -219,3 +219,17 @@ def test_server_ids_are_time_ordered_and_unique(store, make_completion):
     ids = [store.new_feedback(rec.id, "up").id for _ in range(1000)]
     assert len(set(ids)) == 1000 and all(len(i) == len("fb_") + 32 for i in ids)
     assert [i[3:15] for i in ids] == sorted(i[3:15] for i in ids)  # the time part never goes backwards
+
+
+def test_wal_is_checkpointed_off_the_commit_path(tmp_path, make_completion):
+    db = tmp_path / "f.db"
+    with FeedbackStore(db) as store:
+        assert store._write_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # commits never do it
+        before = db.stat().st_size
+        for _ in range(300):
+            store.record_completion(make_completion(answers="x" * 500))
+        store.flush()
+        deadline = time.time() + 10
+        while db.stat().st_size <= before:  # the checkpointer thread copies the WAL into the file
+            assert time.time() < deadline, "no checkpoint within 10 s"
+            time.sleep(0.1)
