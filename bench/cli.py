@@ -100,6 +100,7 @@ def feedback(
     completions: int = typer.Option(32, min=1, help="Real completions served first, for the feedback to rate."),
     chat_concurrency: int = typer.Option(16, min=1, help="Concurrent chat streams."),
     chat_requests: int = typer.Option(128, min=1, help="Chat requests per chat phase."),
+    rounds: int = typer.Option(2, min=1, help="Turns of (chat alone, chat beside paced feedback), interleaved."),
     rate: float = typer.Option(2050, min=1, help="Feedback offered per second beside chat (issue 3's target is "
                                                  "2,000/s measured; the drain makes measured a little under offered)."),
     max_tokens: int = typer.Option(64, min=1, help="Tokens generated per chat request."),
@@ -117,18 +118,21 @@ def feedback(
     _quiet()
     config = FeedbackConfig(flags=_flags(model, max_model_len, kv_cache_gib, max_num_seqs), submissions=submissions,
                             inflight=inflight, completions=completions, chat_concurrency=chat_concurrency,
-                            chat_requests=chat_requests, max_tokens=max_tokens, rate=rate, out_dir=out,
-                            work_dir=work_dir)
+                            chat_requests=chat_requests, max_tokens=max_tokens, rate=rate, rounds=rounds,
+                            out_dir=out, work_dir=work_dir)
     report = run_feedback_bench(config, Steps(console))
     _table("feedback ingestion", ["phase", "submitted", "per s", "p50 ms", "p99 ms", "errors"],
            [[name, r.submitted, r.per_s, r.p50_ms, r.p99_ms, r.errors] for name, r in
-            (("alone, as fast as it goes", report.feedback_alone),
-             (f"beside chat, paced at {rate:,.0f}/s", report.feedback_during_chat),
-             ("beside chat, as fast as it goes", report.saturating_during_chat))])
+            [("alone, as fast as it goes", report.feedback_alone),
+             *((f"round {i}: beside chat, paced at {rate:,.0f}/s", r)
+               for i, r in enumerate(report.feedback_during_chat, 1)),
+             ("beside chat, as fast as it goes", report.saturating_during_chat)]])
+    phases = [(f"round {i}: {name}", s) for i, pair in enumerate(zip(report.chat_alone, report.chat_with_feedback,
+                                                                      strict=True), 1)
+              for name, s in zip(("alone", f"with feedback at {rate:,.0f}/s"), pair, strict=True)]
     _table("chat", ["phase", "tokens/s", "TTFT p50 ms", "ITL p50 ms", "errors"],
            [[name, s.output_tokens_per_s, s.ttft_p50_ms, s.itl_p50_ms, s.errors] for name, s in
-            (("alone", report.chat_alone), (f"with feedback at {rate:,.0f}/s", report.chat_with_feedback),
-             ("with feedback as fast as it goes", report.chat_with_saturating))])
+            [*phases, ("with feedback as fast as it goes", report.chat_with_saturating)]])
     console.print(f"chat throughput with / without feedback: {report.chat_ratio()}x at {rate:,.0f}/s, "
                   f"{report.saturating_ratio()}x as fast as it goes; targets: {report.targets()}")
     console.print("written: " + ", ".join(str(p) for p in report.files))

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import multiprocessing
+import queue
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -156,8 +157,16 @@ class FeedbackProcess:
     def finish(self, timeout_s: float = 600) -> FeedbackLoadResult:
         """Let it stop once it has sent its count; wait for and return its result."""
         self.keep_going.clear()
+        deadline = time.monotonic() + timeout_s
         try:
-            return FeedbackLoadResult(**self._out.get(timeout=timeout_s))
+            while True:
+                try:
+                    return FeedbackLoadResult(**self._out.get(timeout=1.0))
+                except queue.Empty:
+                    if not self._proc.is_alive():
+                        raise RuntimeError(f"the feedback submitter died (exit code {self._proc.exitcode})") from None
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the feedback submitter gave no result in {timeout_s:.0f} s") from None
         finally:
             self._proc.join(timeout=10)
             if self._proc.is_alive():
