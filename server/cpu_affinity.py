@@ -4,8 +4,12 @@ vLLM's CPU worker binds its compute threads to all cores but `reserve_cpu_num` (
 that reserve for the API server. Nothing pins the API server, though, so the kernel is free to run the
 HTTP event loop, the feedback writer and vLLM's engine-core process on the worker's cores, where every
 time slice they take is one the forward pass waits for. Once the engine is up, `keep_off_engine_cores`
-finds the cores the worker bound itself to and pins this process's threads and vLLM's other processes
+finds the cores the worker bound itself to and pins this process's threads and vLLM's engine-core process
 to the remaining ones. Where the worker is not bound (GPU, or binding turned off) it does nothing.
+
+The engine-core process busy-waits on the worker's shared-memory queue (measured: 0.94 of a core during
+chat), so the reserved core is not idle: the API shares it with that loop. `flywheel bench feedback` tried
+the engine core on the worker's core instead; chat held up, ratings did not (docs/bench_feedback.md).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def engine_cores(pid: int | None = None) -> set[int]:
 
 
 def keep_off_engine_cores() -> set[int]:
-    """Pin this process's threads and vLLM's unbound processes off the worker's cores; returns the cores
+    """Pin this process's threads and vLLM's engine-core process off the worker's cores; returns the cores
     they now run on (empty when nothing was pinned)."""
     engine = engine_cores()
     others = set(os.sched_getaffinity(0)) - engine
