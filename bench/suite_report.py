@@ -169,13 +169,13 @@ def _hotswap_section(report: SuiteReport) -> str:
                 ["admin call (load + alias move)", s["admin_p50_ms"], s["admin_p99_ms"]],
                 ["swap latency (to the first new-version token)", s["first_token_p50_ms"], s["first_token_p99_ms"]]])
             + f"\n\nRequests during the cycles: {h.requests}; failed: **{h.failed}** (target 0); started after the "
-            f"admin call returned but still served by the old version: {h.stale_after_ack}. The swap itself is the "
+            f"admin call returned but still served by the old version: **{h.stale_after_ack}** (requests stamped "
+            "less than 250 ms before the next admin call are not counted: the client sends that call first, so "
+            "they reach the server after it). The swap itself is the "
             "admin call (it loads the version, then moves the alias); the rest of the swap latency is the time to "
             "first token of a new request under 16 LoRA streams" + (
                 f" (TTFT p50 of the 1-adapter load in part 2: {one.summary.ttft_p50_ms} ms)" if one else "") + "."
-            + (" The stale count should be 0, since the admin call refreshes the resolver before it answers; a "
-               "likely cause is the registry poller's own `refresh()` racing the admin's (both await inside "
-               "`_switch` in server/resolver.py, so a snapshot read before the move can be installed after it)."
+            + (" The stale count should be 0: the admin call refreshes the resolver before it answers."
                if h.stale_after_ack else "")
             + (f" First error: `{h.first_error}`" if h.first_error else ""))
 
