@@ -2,8 +2,8 @@
 SFT {"prompt", "completion"} · DPO {"prompt", "chosen", "rejected"} · KTO {"prompt", "completion", "label"}
 
 Explicit evidence outranks thumbs. A correction is an answer the user wrote; a thumb is one click, and
-clicks are noisy (misclicks, mood, a rater skimming). So on a prompt that has a correction or an explicit
-pair, the user has already said what they want: its up-rated answers are not taught as SFT targets and its
+clicks are noisy (misclicks, mood, a rater skimming). So on a prompt that has a correction, the correction
+is the SFT target and its up-rated answers are not; on a prompt with a correction or an explicit pair, the
 thumbs are not turned into inferred up-vs-down pairs. Corrections also count `correction_weight` times in
 SFT, so a minority of wrongly up-rated answers cannot outvote them.
 """
@@ -57,11 +57,10 @@ def explicit_prompts(corrections: list[Correction], pairs: list[Preference]) -> 
     return {prompt_key(c.prompt) for c in corrections} | {prompt_key(p.prompt) for p in pairs}
 
 
-def sft_examples(
-    thumbs: list[Thumb], corrections: list[Correction], explicit: set[str], correction_weight: int = 1
-) -> list[Example]:
+def sft_examples(thumbs: list[Thumb], corrections: list[Correction], correction_weight: int = 1) -> list[Example]:
     """Corrections (the correction's text is the completion, weighted) and up-rated answers to prompts
-    without explicit evidence."""
+    nobody corrected."""
+    corrected = {prompt_key(c.prompt) for c in corrections}
     rows = [
         Example({"prompt": c.prompt, "completion": assistant(c.correction)}, {c.source}, correction_weight)
         for c in corrections
@@ -69,7 +68,7 @@ def sft_examples(
     rows += [
         Example({"prompt": t.prompt, "completion": assistant(t.answer)}, {t.source})
         for t in thumbs
-        if t.up and prompt_key(t.prompt) not in explicit
+        if t.up and prompt_key(t.prompt) not in corrected
     ]
     return rows
 

@@ -168,7 +168,7 @@ def _examples(
     explicit = explicit_prompts(corrections, preferences)
     report["prompts_with_explicit_evidence"] = len(explicit)
     if kind == "sft":
-        examples = sft_examples(thumbs, corrections, explicit, opts.correction_weight)
+        examples = sft_examples(thumbs, corrections, opts.correction_weight)
     elif kind == "kto":
         examples = kto_examples(thumbs, corrections)
     else:

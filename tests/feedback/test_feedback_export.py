@@ -248,3 +248,15 @@ def test_invalid_options_name_the_field(bad):
 def test_unknown_kind(store):
     with pytest.raises(ValueError, match="kind"):
         build_training_set(store, "bot", "ppo")
+
+
+def test_an_explicit_pair_keeps_its_prompts_up_rated_answers_in_sft(store, rate):
+    rate("Name a colour", "Blue.", "up")
+    rate("Name a colour", "Cheese.", "down")
+    store.add_pair(prompt=[{"role": "user", "content": "Name a colour"}], chosen="Red.", rejected="Cheese.",
+                   adapter="bot")
+    assert _answers(_build(store, "sft").train) == ["Blue."]
+    dpo = _build(store, "dpo")
+    assert sorted((r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in dpo.train) == [
+        ("Red.", "Cheese.")  # the explicit pair; no inferred Blue-over-Cheese pair beside it
+    ]
