@@ -86,9 +86,7 @@ def kto_examples(thumbs: list[Thumb], corrections: list[Correction]) -> list[Exa
     return rows
 
 
-def dpo_examples(
-    thumbs: list[Thumb], corrections: list[Correction], pairs: list[Preference], explicit: set[str]
-) -> list[Example]:
+def dpo_examples(thumbs: list[Thumb], corrections: list[Correction], pairs: list[Preference]) -> list[Example]:
     """Explicit pairs; each correction beats the answer it corrects; and, on prompts without explicit
     evidence, every up-rated answer beats every down-rated answer to the same (normalised) prompt."""
     rows = [_pair(p.prompt, p.chosen, p.rejected, {p.source}) for p in pairs]
@@ -97,6 +95,7 @@ def dpo_examples(
         for c in corrections
         if normalise(c.correction) != normalise(c.answer)
     ]
+    explicit = explicit_prompts(corrections, pairs)
     by_prompt: dict[str, list[Thumb]] = defaultdict(list)
     for t in thumbs:
         if prompt_key(t.prompt) not in explicit:

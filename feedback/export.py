@@ -165,14 +165,13 @@ def _examples(
     thumbs, report["conflicts_dropped"] = resolve_conflicts(
         thumbs, lambda t: (prompt_key(t.prompt), normalise(t.answer)), lambda t: t.up, opts.conflict_policy
     )
-    explicit = explicit_prompts(corrections, preferences)
-    report["prompts_with_explicit_evidence"] = len(explicit)
+    report["prompts_with_explicit_evidence"] = len(explicit_prompts(corrections, preferences))
     if kind == "sft":
         examples = sft_examples(thumbs, corrections, opts.correction_weight)
     elif kind == "kto":
         examples = kto_examples(thumbs, corrections)
     else:
-        examples = dpo_examples(thumbs, corrections, preferences, explicit)
+        examples = dpo_examples(thumbs, corrections, preferences)
     report["examples"] = len(examples)
     return examples
 

@@ -4,8 +4,9 @@ Submissions await the store's group commit on the event loop (no thread-pool tri
 would contend with chat streaming for the GIL); they answer 201 only once the row is committed.
 
 `POST /v1/feedback` is the hottest write path (every answer can be rated), so it is a plain Starlette
-route: FastAPI's dependency and body machinery cost more per request than the rating itself (measured:
-~130 µs against ~70 µs of server CPU per request). It keeps the same auth, validation model and error
+route: FastAPI's dependency and body machinery cost more per request than the rating itself (measured on
+an endpoint that only validates its body: 128 µs of server CPU per request as a FastAPI route, 69 µs as a
+Starlette one). It keeps the same auth, validation model and error
 mapping; `openapi_path()` documents it beside the FastAPI routes.
 """
 
