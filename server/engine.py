@@ -1,4 +1,5 @@
-"""The vLLM engine behind the gateway: the only module that imports vLLM.
+"""The vLLM engine behind the gateway: the only module of the gateway that imports vLLM (`lora_ops.py` is
+loaded by vLLM itself, as a plugin).
 
 The rest of the server talks to the small `Engine` protocol below, so route tests can use a fake.
 """

@@ -15,7 +15,11 @@ included. `VLLM_PLUGINS` (vLLM's allow-list) can leave it out.
 
 from __future__ import annotations
 
+import logging
+
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def _slots(weights: torch.Tensor) -> torch.Tensor:
@@ -90,3 +94,4 @@ def register() -> None:
         module.bgmv_shrink = bgmv_shrink
         module.bgmv_expand = bgmv_expand
         module.bgmv_expand_slice = bgmv_expand_slice
+    logger.debug("flywheel: vLLM's CPU LoRA ops replaced by server.lora_ops")
