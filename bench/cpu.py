@@ -6,12 +6,11 @@ gateway's overhead shows before its throughput does.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import psutil  # a dependency of vLLM
 
-from server.cpu_affinity import engine_cores, pin_this_process
+from server.cpu_affinity import pin_off_engine_cores
 
 
 @dataclass(frozen=True)
@@ -45,9 +44,4 @@ def keep_clients_off_engine(server_pid: int) -> list[int]:
 
     Otherwise the kernel schedules the load generators onto the worker's core and the benchmark measures their
     interference with the forward pass rather than the gateway's."""
-    engine = engine_cores(server_pid)
-    others = set(os.sched_getaffinity(0)) - engine
-    if not engine or not others:
-        return []
-    pin_this_process(others)
-    return sorted(others)
+    return sorted(pin_off_engine_cores(server_pid))

@@ -136,6 +136,12 @@ def _normalised_row(row: dict) -> str:
     return canonical_json(norm(row))
 
 
+def _absorb(kept: Example, duplicate: Example) -> None:
+    """The kept example takes over a duplicate's lineage and, if larger, its weight."""
+    kept.sources |= duplicate.sources
+    kept.weight = max(kept.weight, duplicate.weight)
+
+
 def deduplicate(examples: Iterable[Example]) -> tuple[list[Example], int, int]:
     """Drop exact duplicates, then duplicates up to case and whitespace; the first kept absorbs the
     lineage (and the larger weight) of its duplicates. Returns kept, exact duplicates, normalised duplicates."""
@@ -145,14 +151,12 @@ def deduplicate(examples: Iterable[Example]) -> tuple[list[Example], int, int]:
     for ex in examples:
         key = canonical_json(ex.row)
         if key in exact:
-            exact[key].sources |= ex.sources
-            exact[key].weight = max(exact[key].weight, ex.weight)
+            _absorb(exact[key], ex)
             n_exact += 1
             continue
         nkey = _normalised_row(ex.row)
         if nkey in normal:
-            normal[nkey].sources |= ex.sources
-            normal[nkey].weight = max(normal[nkey].weight, ex.weight)
+            _absorb(normal[nkey], ex)
             n_normal += 1
             continue
         exact[key] = normal[nkey] = ex

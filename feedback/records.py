@@ -8,6 +8,11 @@ from typing import Literal
 Rating = Literal["up", "down"]
 
 
+def choice_indexes(choices: list[dict]) -> list[int]:
+    """The indexes of stored choices (a choice without one is numbered by its position)."""
+    return [int(c.get("index", i)) for i, c in enumerate(choices)]
+
+
 @dataclass(frozen=True)
 class CompletionRef:
     """What a rating needs to know about its completion: who answered, and which choices exist."""
@@ -43,7 +48,7 @@ class CompletionRecord:
 
     def choice_indexes(self) -> list[int]:
         """The indexes of this completion's choices."""
-        return [int(c.get("index", i)) for i, c in enumerate(self.choices)]
+        return choice_indexes(self.choices)
 
     def ref(self) -> CompletionRef:
         """The part of this record a rating needs."""

@@ -32,7 +32,7 @@ from feedback.checkpointer import Checkpointer
 from feedback.errors import CompletionNotFound, FeedbackNotFound
 from feedback.pairs import resolve_pair
 from feedback.queries import StoreQueries
-from feedback.records import CompletionRecord, CompletionRef, FeedbackRecord, PairRecord, Rating
+from feedback.records import CompletionRecord, CompletionRef, FeedbackRecord, PairRecord, Rating, choice_indexes
 from feedback.schema import (
     COMPLETION_COLUMNS,
     FEEDBACK_COLUMNS,
@@ -151,7 +151,7 @@ class FeedbackStore(StoreQueries):
         if not rows:
             raise CompletionNotFound(f"no completion with id {completion_id!r}")
         adapter, version, choices = rows[0]
-        ref = CompletionRef(adapter, version, tuple(int(c.get("index", i)) for i, c in enumerate(json.loads(choices))))
+        ref = CompletionRef(adapter, version, tuple(choice_indexes(json.loads(choices))))
         with self._pending_lock:
             self._remember(completion_id, ref)
         return ref

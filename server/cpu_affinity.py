@@ -41,18 +41,27 @@ def engine_cores(pid: int | None = None) -> set[int]:
 def keep_off_engine_cores() -> set[int]:
     """Pin this process's threads and vLLM's engine-core process off the worker's cores; returns the cores
     they now run on (empty when nothing was pinned)."""
-    engine = engine_cores()
-    others = set(os.sched_getaffinity(0)) - engine
-    if not engine or not others:
+    others = pin_off_engine_cores()
+    if not others:
         return set()
-    pin_this_process(others)
     for proc in _vllm_processes():  # the engine-core process, not the workers
         try:
             if not proc.name().startswith(WORKER_NAME):
                 proc.cpu_affinity(sorted(others))
         except psutil.Error:
             continue
-    logger.info("API pinned to CPU(s) %s, off the engine worker's CPU(s) %s", sorted(others), sorted(engine))
+    logger.info("API and engine-core process pinned to CPU(s) %s, off the engine worker's cores", sorted(others))
+    return others
+
+
+def pin_off_engine_cores(pid: int | None = None) -> set[int]:
+    """Pin this process's threads off the cores of the vLLM worker under `pid` (default: this process);
+    returns the cores they now run on (empty when the worker is not bound or nothing would be left)."""
+    engine = engine_cores(pid)
+    others = set(os.sched_getaffinity(0)) - engine
+    if not engine or not others:
+        return set()
+    pin_this_process(others)
     return others
 
 
