@@ -157,15 +157,20 @@ def test_promote_and_rollback_while_requests_stream(gateway: Gateway, peft_adapt
             w.result()  # re-raises any failed request: zero errors allowed
 
     assert len(results) > 20
-    for start, _end, version, text in results:
+    for start, end, version, text in results:
         # Greedy text can drift a little with batch shape (bf16), so compare with both versions' answers.
         other = "swap@2" if version == "swap@1" else "swap@1"
         assert similarity(text, expected[version]) > similarity(text, expected[other]), (version, text, expected)
         before = [m for m in moves if m[0] <= start]
-        if before and before[-1][1] < start:  # started after the last move finished: must be that version
-            assert version == before[-1][2]
+        after = [m for m in moves if m[0] > start]
+        # A request is sent a little after its start is stamped, so one stamped just before the next move may
+        # reach the gateway after that move (seen: 3 ms before): the next move's version is also right for a
+        # request still running when that move began. Every other request must get exactly the last version.
+        allowed = {after[0][2]} if after and after[0][0] < end else set()
+        if before and before[-1][1] < start:  # started after the last move finished: that version
+            assert version in allowed | {before[-1][2]}, (version, before[-1], after[:1], start, end)
         elif not before:
-            assert version == "swap@1"
+            assert version in allowed | {"swap@1"}
 
 
 def test_cli_promotion_reaches_the_running_gateway(gateway: Gateway, peft_adapters: list[Path]):
