@@ -93,11 +93,13 @@ def running(
     """Start `cmd`, wait until GET `ready_path` answers 200, yield, then stop the whole process group."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
-        # own session: vLLM spawns an engine-core child that must die with its parent
+        # own process group: vLLM spawns an engine-core child that must die with its parent. Not a session of
+        # its own: the kernel's autogroup would then split a core between the server's session and the load
+        # generators' by session, weighting the server's share down by its load on the worker's core.
         # no FLYWHEEL_* from the caller's shell (keys, paths): only what the benchmark sets
         base = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
         proc = subprocess.Popen(cmd, env={**base, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=REPO, start_new_session=True)
+                                cwd=REPO, process_group=0)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, url + ready_path, log, timeout_s)

@@ -40,6 +40,29 @@ def test_concurrent_waited_operations_share_transactions(conn):
     assert elapsed < 10  # generous: the benchmark holds the real 2,000/s target
 
 
+def test_commits_are_spaced_under_load_but_a_lone_operation_is_not_held(conn):
+    writer = BatchWriter(conn, commit_spacing=0.3)
+
+    def insert_timed(v: int) -> float:
+        started = time.perf_counter()
+        writer.run(lambda c: c.execute("INSERT INTO t VALUES (?)", (v,)))
+        return time.perf_counter() - started
+
+    assert insert_timed(0) < 0.3  # nothing committed lately: at once
+    assert insert_timed(1) >= 0.25  # right after a commit: waits out the spacing, gathering what arrives
+    started = time.perf_counter()
+    futures = []
+    for i in range(100):  # a steady stream, one every ~5 ms
+        futures.append(writer.submit(lambda c, i=i: c.execute("INSERT INTO t VALUES (?)", (i,)), waited=True))
+        time.sleep(0.005)
+    for future in futures:
+        future.result(timeout=10)
+    batches = writer.batches_committed
+    writer.close()
+    assert _count(conn) == 102
+    assert batches - 2 <= (time.perf_counter() - started) / 0.3 + 1  # one commit per spacing at most
+
+
 def test_a_failing_operation_is_undone_alone(conn):
     writer = BatchWriter(conn, flush_interval=10.0)  # queued rows gather until flush() below
     ok1 = writer.submit(lambda c: c.execute("INSERT INTO t VALUES (1)"))
