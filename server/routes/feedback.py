@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 
 from fastapi import APIRouter, Depends
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +33,7 @@ router = APIRouter(prefix="/v1/feedback", dependencies=[Depends(require_user)])
 
 def _body(record) -> dict:
     kind = "feedback" if isinstance(record, FeedbackRecord) else "feedback.pair"
-    return {"object": kind, **asdict(record)}
+    return {"object": kind, **vars(record)}  # shallow: dataclasses.asdict deep-copied every field (~25 µs)
 
 
 async def submit_feedback(request: Request) -> Response:
