@@ -19,7 +19,7 @@ from statistics import mean
 
 import httpx
 
-from bench.cpu import keep_clients_off_engine
+from bench.cpu import CLIENT_NICE, keep_clients_off_engine
 from bench.feedback_load import FeedbackLoadResult, FeedbackProcess
 from bench.hardware import Hardware, detect
 from bench.load import PROMPTS, LoadSpec, LoadSummary, run_load
@@ -134,7 +134,8 @@ def run_feedback_bench(config: FeedbackConfig, steps: Steps) -> FeedbackReport:
         with steps.phase("starting the Flywheel gateway"):
             server = stack.enter_context(gateway_server(config.flags, work / "gateway-data", work / "gateway.log"))
         client_cores = keep_clients_off_engine(server.pid)
-        steps.note(f"load generators on CPU(s) {client_cores or 'any'} (the engine worker's are left to it)")
+        steps.note(f"load generators on CPU(s) {client_cores or 'any'} at nice {CLIENT_NICE} "
+                   "(the engine worker's cores are left to it)")
         asyncio.run(run_load(server.url, LoadSpec(concurrency=4, requests=4, max_tokens=8)))  # warm-up
         with steps.phase(f"serving {config.completions} completions to rate"):
             ids = create_completions(server.url, config.completions)
@@ -216,6 +217,7 @@ def markdown(report: FeedbackReport) -> str:
         f"- p99 < 50 ms: {_yes(met['p99_under_50ms'])} ({p99:.1f} ms)\n"
         f"- chat slowdown <= 5%: {_yes(met['chat_slowdown_at_most_5_percent'])} ({report.chat_ratio()}x)",
         "## Caveats\n\n- The load generators run on this machine, pinned like the gateway's API to the cores the "
-        f"engine worker does not use (CPU(s) {report.client_cores or 'any'}): their own CPU is part of what is "
-        "measured; other work on the machine (see the load averages) moves absolute numbers.",
+        f"engine worker does not use (CPU(s) {report.client_cores or 'any'}), at nice {CLIENT_NICE} so that the "
+        "gateway's threads run first, as if the clients were elsewhere: their own CPU is still taken from the "
+        "gateway's core; other work on the machine (see the load averages) moves absolute numbers.",
     ])

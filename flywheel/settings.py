@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     pin_api_cpus: bool = Field(
         True, description="CPU serving: keep the API and vLLM's engine-core process off the worker's cores."
     )
+    engine_spin_wait: bool = Field(
+        False, description="CPU serving: let vLLM's engine core spin while its worker computes (vLLM's default) "
+        "instead of sleeping (server/engine_wait.py)."
+    )
 
     # --- HTTP ----------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the gateway binds to.")

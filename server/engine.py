@@ -1,5 +1,5 @@
-"""The vLLM engine behind the gateway: the only module of the gateway that imports vLLM (`lora_ops.py` is
-loaded by vLLM itself, as a plugin).
+"""The vLLM engine behind the gateway: the only module of the gateway that imports vLLM (`lora_ops.py` and
+`engine_wait.py` are loaded by vLLM itself, as plugins).
 
 The rest of the server talks to the small `Engine` protocol below, so route tests can use a fake.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from flywheel.settings import Settings
+from server.engine_wait import SPIN_WAIT_ENV
 from server.errors import AdapterLoadFailed, BadRequest, EngineUnavailable, PromptTooLong
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class VLLMEngine:
         if current_platform.is_cpu():
             # vLLM sizes the CPU KV cache from this variable only; it has no engine argument for it.
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_gib)
+            # read by server/engine_wait.py, the plugin vLLM loads in its engine-core and worker processes
+            os.environ[SPIN_WAIT_ENV] = "1" if settings.engine_spin_wait else "0"
         args = AsyncEngineArgs(
             model=str(settings.resolved_model_path),
             served_model_name=settings.served_model_name,

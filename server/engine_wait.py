@@ -16,7 +16,8 @@ looks at the shared memory every `ACTIVE_POLL_MS` in case one is lost.
 
 Measured on 2 cores during 16 chat streams: the engine core at 0.02 of a core instead of 0.94, and chat
 at full speed beside feedback traffic (docs/bench_feedback.md). CPU platform only;
-`FLYWHEEL_ENGINE_SPIN_WAIT=1` keeps vLLM's spinning.
+`FLYWHEEL_ENGINE_SPIN_WAIT=true` (the setting `engine_spin_wait`, passed on by server/engine.py through the
+environment, which vLLM's processes inherit) keeps vLLM's spinning.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ ACTIVE_POLL_MS = 20  # the longest a waiting reader sleeps before it looks at th
 def register() -> None:
     """vLLM plugin entry point (CPU platform only): in the engine-core process, readers that sleep on reliable
     notifications instead of spinning; elsewhere, writers that notify the engine core reliably."""
-    if os.environ.get(SPIN_WAIT_ENV, "0") == "1":
+    if os.environ.get(SPIN_WAIT_ENV, "0").lower() in ("1", "true", "yes"):
         return
     from vllm.platforms import current_platform
 

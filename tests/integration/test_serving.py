@@ -49,6 +49,21 @@ def test_the_api_stays_off_the_engine_workers_cores(gateway: Gateway):
         assert not os.sched_getaffinity(thread.id) & worker, (thread.id, worker)
 
 
+def test_the_engine_core_sleeps_while_its_worker_computes(gateway: Gateway):
+    """server/engine_wait.py: vLLM's engine-core process would otherwise spin through every model step."""
+    cores = [p for p in psutil.Process(gateway.pid).children(recursive=True) if p.name().startswith("VLLM::EngineCo")]
+    if not cores:
+        pytest.skip("no separate engine-core process here")
+    client = gateway.client()
+    times = cores[0].cpu_times()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: answer(client, None, STORY, 48), range(8)))
+    wall = time.perf_counter() - started
+    used = sum(cores[0].cpu_times()[:2]) - sum(times[:2])
+    assert used < wall / 2, f"the engine core used {used:.2f} s of CPU in {wall:.2f} s (spinning: about all of it)"
+
+
 def test_multi_turn_and_max_completion_tokens(gateway: Gateway):
     messages = [{"role": "system", "content": "You are terse."}, *FRANCE,
                 {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Italy?"}]
