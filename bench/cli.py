@@ -110,6 +110,9 @@ def feedback(
     max_num_seqs: int = typer.Option(64, help="FLYWHEEL_MAX_NUM_SEQS for the gateway."),
     out: Path = typer.Option(DOCS, help="Where bench_feedback.json and bench_feedback.md are written."),
     work_dir: Path = typer.Option(None, help="Keep the gateway's data and log here (default: a temp dir)."),
+    engine_spin_wait: bool = typer.Option(False, help="Run the gateway with vLLM's spinning engine core "
+                                                      "(FLYWHEEL_ENGINE_SPIN_WAIT=true), for comparison; writes "
+                                                      "bench_feedback_spin.*"),
 ) -> None:
     """Feedback ingestion while chat runs: submissions/s, p99 latency, chat throughput with vs without."""
     from bench.feedback import FeedbackConfig, run_feedback_bench
@@ -119,7 +122,7 @@ def feedback(
     config = FeedbackConfig(flags=_flags(model, max_model_len, kv_cache_gib, max_num_seqs), submissions=submissions,
                             inflight=inflight, completions=completions, chat_concurrency=chat_concurrency,
                             chat_requests=chat_requests, max_tokens=max_tokens, rate=rate, rounds=rounds,
-                            out_dir=out, work_dir=work_dir)
+                            out_dir=out, work_dir=work_dir, engine_spin_wait=engine_spin_wait)
     report = run_feedback_bench(config, Steps(console))
     _table("feedback ingestion", ["phase", "submitted", "per s", "p50 ms", "p99 ms", "errors"],
            [[name, r.submitted, r.per_s, r.p50_ms, r.p99_ms, r.errors] for name, r in

@@ -49,6 +49,12 @@ class FeedbackConfig:
     rounds: int = 2  # turns of (chat alone, chat beside paced feedback)
     out_dir: Path = REPO / "docs"
     work_dir: Path | None = None
+    engine_spin_wait: bool = False  # FLYWHEEL_ENGINE_SPIN_WAIT: vLLM's spinning engine core, for comparison
+
+    @property
+    def stem(self) -> str:
+        """File name of the results: a run with vLLM's spinning engine core does not overwrite the default's."""
+        return "bench_feedback_spin" if self.engine_spin_wait else "bench_feedback"
 
 
 @dataclass
@@ -132,7 +138,9 @@ def run_feedback_bench(config: FeedbackConfig, steps: Steps) -> FeedbackReport:
     with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as tmp, ExitStack() as stack:
         work = config.work_dir or Path(tmp)
         with steps.phase("starting the Flywheel gateway"):
-            server = stack.enter_context(gateway_server(config.flags, work / "gateway-data", work / "gateway.log"))
+            spin = {"FLYWHEEL_ENGINE_SPIN_WAIT": "true"} if config.engine_spin_wait else {}
+            server = stack.enter_context(gateway_server(config.flags, work / "gateway-data", work / "gateway.log",
+                                                        extra_env=spin))
         client_cores = keep_clients_off_engine(server.pid)
         steps.note(f"load generators on CPU(s) {client_cores or 'any'} at nice {CLIENT_NICE} "
                    "(the engine worker's cores are left to it)")
@@ -153,7 +161,7 @@ def run_feedback_bench(config: FeedbackConfig, steps: Steps) -> FeedbackReport:
         chat_sat, during_sat = _chat_beside_feedback(server.url, ids, config, chat, None, steps)
     report = FeedbackReport(hardware, config, alone, chat_alone, chat_with, during, chat_sat, during_sat,
                             os.getloadavg(), client_cores)
-    report.files = list(write(config.out_dir, "bench_feedback", report.as_dict(), markdown(report)))
+    report.files = list(write(config.out_dir, config.stem, report.as_dict(), markdown(report)))
     return report
 
 
@@ -202,7 +210,9 @@ def markdown(report: FeedbackReport) -> str:
         f"each a distinct user and feedback_id (every one a new row)\n- Chat: {c.chat_concurrency} concurrent "
         f"streams, {c.chat_requests} requests of {c.max_tokens} tokens per phase; {c.rounds} rounds of chat alone "
         f"then chat beside feedback paced at {rate} (interleaved, so drift hits both), then one chat phase beside "
-        "feedback as fast as it goes; feedback is submitted for the whole of its chat phase",
+        "feedback as fast as it goes; feedback is submitted for the whole of its chat phase\n- Engine core: "
+        + ("spins while its worker computes (vLLM's way, `FLYWHEEL_ENGINE_SPIN_WAIT=true`)" if c.engine_spin_wait
+           else "sleeps while its worker computes (the default, server/engine_wait.py)"),
         "## Feedback ingestion\n\n" + markdown_table(
             ["phase", "submissions", "per second", "p50 (ms)", "p99 (ms)", "max (ms)", "errors"], feedback_rows),
         "Paced: submission k is due at start + k / rate and its latency counts from then (open loop), so "

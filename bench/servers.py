@@ -149,8 +149,10 @@ def vllm_server(flags: EngineFlags, log: Path, lora_modules: dict[str, Path] | N
     return running("vllm", vllm_command(flags, port, lora_modules or {}), env, "/v1/models", port, log)
 
 
-def gateway_server(flags: EngineFlags, data_dir: Path, log: Path, poll_seconds: float = 0.5):
-    """Context manager: the Flywheel gateway (no trainer), ready, on a free port."""
+def gateway_server(flags: EngineFlags, data_dir: Path, log: Path, poll_seconds: float = 0.5,
+                   extra_env: dict[str, str] | None = None):
+    """Context manager: the Flywheel gateway (no trainer), ready, on a free port; `extra_env`: more FLYWHEEL_*."""
     port = free_port()
     cmd = [sys.executable, "-m", "flywheel", "serve", "--no-trainer"]
-    return running("gateway", cmd, gateway_env(flags, port, data_dir, poll_seconds), "/ready", port, log)
+    env = gateway_env(flags, port, data_dir, poll_seconds) | (extra_env or {})
+    return running("gateway", cmd, env, "/ready", port, log)
