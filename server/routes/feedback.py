@@ -6,8 +6,9 @@ would contend with chat streaming for the GIL); they answer 201 only once the ro
 `POST /v1/feedback` is the hottest write path (every answer can be rated), so it is a plain Starlette
 route: FastAPI's dependency and body machinery cost more per request than the rating itself (measured on
 an endpoint that only validates its body: 128 µs of server CPU per request as a FastAPI route, 69 µs as a
-Starlette one). It keeps the same auth, validation model and error
-mapping; `openapi_path()` documents it beside the FastAPI routes.
+Starlette one), and `FeedbackFastPath` hands it its requests before FastAPI's exception, exit-stack and
+routing layers (server CPU per rating, measured under load: 105-150 µs before, 77-92 µs after). It keeps the
+same auth, validation model and error mapping; `openapi_path()` documents it beside the FastAPI routes.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feedback.records import FeedbackRecord
 from server.auth import require_user
+from server.errors import to_response
 from server.feedback_protocol import FeedbackRequest, PairRequest
 from server.state import GatewayState, StateDep
 
@@ -53,6 +56,26 @@ async def submit_feedback(request: Request) -> Response:
 
 
 submit_feedback_route = Route("/v1/feedback", submit_feedback, methods=["POST"])
+
+
+class FeedbackFastPath:
+    """ASGI middleware: `POST /v1/feedback` goes straight to `submit_feedback`, past the exception, exit-stack
+    and routing layers that every other request goes through (the route above still answers other methods
+    with 405 and documents the endpoint). Errors are mapped by the same `to_response` as everywhere else;
+    anything it cannot answer still reaches Starlette's outermost error middleware."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/feedback":
+            await self.app(scope, receive, send)
+            return
+        try:
+            response = await submit_feedback(Request(scope, receive))
+        except Exception as exc:  # noqa: BLE001 - to_response maps every exception, a 500 included
+            response = to_response(exc)
+        await response(scope, receive, send)
 
 
 def openapi_path() -> dict:

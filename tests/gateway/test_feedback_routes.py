@@ -53,6 +53,22 @@ def test_bad_feedback(client: TestClient):
         assert r.status_code == status, (body.keys(), r.text)
         assert "error" in r.json()
     assert client.get("/v1/feedback/fb_missing").status_code == 404
+    assert client.post("/v1/feedback", content=b"{not json", headers={"content-type": "application/json"}
+                       ).status_code == 400
+    assert client.get("/v1/feedback").status_code == 405  # past the fast path, the route still answers
+    assert "/v1/feedback" in client.get("/openapi.json").json()["paths"]
+
+
+def test_an_unexpected_failure_is_a_500_in_openai_format(client: TestClient, monkeypatch):
+    completion = chat(client)
+
+    def broken(**_):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(client.app.state.flywheel.feedback, "add_feedback_async", broken)
+    r = client.post("/v1/feedback", json={"completion_id": completion["id"], "rating": "up"})
+    assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+    assert "disk on fire" not in r.text  # the details go to the log, not to the client
 
 
 def test_store_false_keeps_a_completion_out_of_the_log(client: TestClient):
