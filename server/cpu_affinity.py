@@ -7,9 +7,10 @@ time slice they take is one the forward pass waits for. Once the engine is up, `
 finds the cores the worker bound itself to and pins this process's threads and vLLM's engine-core process
 to the remaining ones. Where the worker is not bound (GPU, or binding turned off) it does nothing.
 
-The engine-core process busy-waits on the worker's shared-memory queue (measured: 0.94 of a core during
-chat), so the reserved core is not idle: the API shares it with that loop. `flywheel bench feedback` tried
-the engine core on the worker's core instead; chat held up, ratings did not (docs/bench_feedback.md).
+vLLM's engine-core process would busy-wait on the worker's shared-memory queue (0.94 of a core during
+chat, measured); `engine_wait.py` makes it sleep instead, so the API has the reserved core nearly to itself.
+The engine core on the worker's core (it only runs between the worker's steps) made no difference that
+stood out of the run-to-run spread in `flywheel bench feedback`, so it stays beside the API.
 """
 
 from __future__ import annotations
