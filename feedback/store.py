@@ -86,8 +86,8 @@ class _RandomHex:
             start, self._at = self._at, self._at + count
             return self._digits[start:self._at]
 
-
     def forget(self) -> None:
+        """Drop the digits fetched so far (after a fork, so that parent and child never share them)."""
         self._digits, self._at = "", 0
 
 

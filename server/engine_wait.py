@@ -108,7 +108,6 @@ def _reliable_init(self, is_reader: bool, context, notify_address: str, busy_loo
         self.poller = None
 
 
-
 def sleeping_wait(vllm_wait):
     """`SpinCondition.wait` that sleeps on the notification socket (`ACTIVE_POLL_MS` at most) where vLLM's
     would spin, and drains every notification it finds; `vllm_wait` still handles an idle reader."""
