@@ -172,12 +172,13 @@ def suite(
                          lora_rank=lora_rank, alt_max_loras=alt_max_loras, swap_cycles=swap_cycles,
                          peft_seconds=peft_seconds, out_dir=out, work_dir=work_dir)
     report = run_suite(config, Steps(console))
-    peft, _, _ = report.peft_ratio()
+    peft, peft_gateway, _ = report.peft_ratio()
     console.print(f"gateway / vLLM throughput (median of {compare_rounds} turns): {report.compare_ratio()}x")
     _table("mixed adapter loads", ["server", "max_loras", "adapters", "tokens/s", "ratio to base"],
            [[m.server, m.max_loras, m.adapters or "base", m.summary.output_tokens_per_s, report.ratio_to_base(m)]
             for m in report.mixed])
-    console.print(f"gateway / naive PEFT server: {peft}x")
+    console.print(f"gateway / naive PEFT server: {peft}x"
+                  + (f" (the gateway with max_loras {peft_gateway.max_loras})" if peft_gateway else ""))
     if report.hotswap:
         s = report.hotswap.stats()
         console.print(f"hot-swap under load: first new-version token p50 {s['first_token_p50_ms']} ms, "
