@@ -35,6 +35,18 @@ def engine_core_queue(vllm_spin_condition):
     ready.start()
     reader.wait_until_ready()
     ready.join()
+    # ZeroMQ's slow joiner: the reader's subscription reaches the writer a moment after it connects, and
+    # notifications sent before that are not delivered (the engine's 20 ms poll covers it); wait for it here
+    socket, deadline = reader._spin_condition.local_notify_socket, time.monotonic() + 10
+    while True:
+        writer.enqueue("hello")
+        notified = socket.poll(timeout=100)
+        assert reader.dequeue(timeout=5) == "hello"
+        if notified:
+            break
+        assert time.monotonic() < deadline, "the reader's subscription never arrived"
+    while socket.poll(timeout=0):
+        socket.recv()
     yield writer, reader
     reader.shutdown()
 
