@@ -109,7 +109,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) 
                   description="OpenAI-compatible gateway with hot-swappable LoRA adapters and a feedback loop.")
     app.state.flywheel = state
     install_error_handlers(app)
-    app.router.routes.insert(0, feedback.submit_feedback_route)  # its 405 and OpenAPI entry
+    app.router.routes.append(feedback.submit_feedback_route)  # its 405 and OpenAPI entry (the fast path serves it)
     app.add_middleware(feedback.FeedbackFastPath)  # the hottest route's requests, past routing
     for module in (health, chat, feedback, admin, training):
         app.include_router(module.router)
