@@ -84,20 +84,25 @@ class SuiteReport:
         """Gateway / naive PEFT throughput at the same adapter count, the gateway configured for that many
         adapters (`max_loras` >= the count, as an operator serving them would set it) when the suite ran one,
         else the main gateway; `peft_ratios` has every configuration."""
-        peft = next((m for m in self.mixed if m.server == "peft"), None)
-        gateways = self._gateways_at(peft.adapters) if peft else []
-        sized = [m for m in gateways if (m.max_loras or 0) >= peft.adapters] if peft else []
+        peft = self._peft()
+        if peft is None:
+            return None, None, None
+        gateways = self._gateways_at(peft.adapters)
+        sized = [m for m in gateways if (m.max_loras or 0) >= peft.adapters]
         gw = max(sized, key=lambda m: m.summary.output_tokens_per_s) if sized else next(iter(gateways), None)
-        value = ratio(gw.summary.output_tokens_per_s, peft.summary.output_tokens_per_s) if gw and peft else None
+        value = ratio(gw.summary.output_tokens_per_s, peft.summary.output_tokens_per_s) if gw else None
         return value, gw, peft
 
     def peft_ratios(self) -> list[tuple[int | None, float | None]]:
         """(max_loras, gateway / naive PEFT throughput) for every gateway run at the PEFT server's adapter count."""
-        peft = next((m for m in self.mixed if m.server == "peft"), None)
+        peft = self._peft()
         if peft is None:
             return []
         return [(m.max_loras, ratio(m.summary.output_tokens_per_s, peft.summary.output_tokens_per_s))
                 for m in self._gateways_at(peft.adapters)]
+
+    def _peft(self) -> MixedResult | None:
+        return next((m for m in self.mixed if m.server == "peft"), None)
 
     def _gateways_at(self, adapters: int) -> list[MixedResult]:
         return [m for m in self.mixed if m.server == "gateway" and m.adapters == adapters]
