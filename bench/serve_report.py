@@ -68,7 +68,7 @@ def markdown(report: ServeReport) -> str:
         "## Hardware\n\n" + hw.markdown() + "\n- Load average when the run ended: "
         + ", ".join(f"{x:.2f}" for x in report.load_average_at_end),
         "## Settings\n\n"
-        f"- Model: `{f.model_dir.name}`, dtype {f.dtype}, max model len {f.max_model_len}, LoRA enabled "
+        f"- Model: `{f.model_dir.name}`, dtype {f.engine_dtype}, max model len {f.max_model_len}, LoRA enabled "
         f"(max loras {f.max_loras}, max rank {f.max_lora_rank}), max num seqs {f.max_num_seqs}, "
         f"KV cache {f.kv_cache_gib} GiB, eager mode\n"
         f"- Load: {c.concurrency} concurrent streams, {c.requests} requests on the base model and "

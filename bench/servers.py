@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from flywheel.dtype import choose_dtype
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,13 +34,18 @@ class EngineFlags:
 
     model_dir: Path
     served_model_name: str = "base"
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # the gateway's default; vLLM's own server gets what it resolves to (engine_dtype)
     max_model_len: int = 1024
     max_loras: int = 4
     max_cpu_loras: int = 16
     max_lora_rank: int = 16
     max_num_seqs: int = 64
     kv_cache_gib: int = 1
+
+    @property
+    def engine_dtype(self) -> str:
+        """`dtype` as resolved on this machine (vLLM's own `--dtype auto` would mean the checkpoint's dtype)."""
+        return choose_dtype(self.dtype).name
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def vllm_command(flags: EngineFlags, port: int, lora_modules: dict[str, Path]) -
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(flags.model_dir), "--served-model-name", flags.served_model_name,
-        "--dtype", flags.dtype, "--max-model-len", str(flags.max_model_len),
+        "--dtype", flags.engine_dtype, "--max-model-len", str(flags.max_model_len),
         "--enable-lora", "--max-loras", str(flags.max_loras), "--max-cpu-loras", str(flags.max_cpu_loras),
         "--max-lora-rank", str(flags.max_lora_rank), "--max-num-seqs", str(flags.max_num_seqs),
         "--enforce-eager", "--host", "127.0.0.1", "--port", str(port),

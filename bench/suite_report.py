@@ -249,7 +249,7 @@ def markdown(report: SuiteReport) -> str:
         "servers under test got only part of the CPU), so absolute numbers are low and move between runs; the "
         "ratios within one run are what to read.",
         "## Hardware and load\n\n" + hw.markdown() + "\n\nLoad average (1, 5, 15 min) during the run:\n\n" + loads,
-        f"## Settings\n\n- Model `{f.model_dir.name}`, {f.dtype}, max model len {f.max_model_len}, LoRA enabled "
+        f"## Settings\n\n- Model `{f.model_dir.name}`, {f.engine_dtype}, max model len {f.max_model_len}, LoRA enabled "
         f"(max_loras {f.max_loras}, max_lora_rank {max(f.max_lora_rank, report.config.lora_rank)}), max num seqs "
         f"{f.max_num_seqs}, KV cache {f.kv_cache_gib} GiB, eager mode; same flags for vLLM's server.\n"
         f"- {report.config.concurrency} concurrent streaming requests, {report.config.max_tokens} tokens each, "

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flywheel.dtype import AUTO, DtypeSetting
+
 LOOPBACK_HOSTS = {"localhost"}
 
 
@@ -39,7 +41,11 @@ class Settings(BaseSettings):
     served_model_name: str = Field("base", description="The `model` name clients use for the base model.")
 
     # --- engine (vLLM) -------------------------------------------------------------------------
-    dtype: str = Field("bfloat16", description="Weights and activation dtype for vLLM: bfloat16, float16, float32.")
+    dtype: DtypeSetting = Field(
+        AUTO, description="Compute dtype for serving, training and gate scoring: auto, bfloat16, float16, float32. "
+        "auto: bfloat16 where the hardware runs it natively (a bf16 GPU; a CPU with AVX512-BF16 or AMX), "
+        "float32 on other CPUs, float16 on other GPUs (flywheel/dtype.py)."
+    )
     max_model_len: int = Field(2048, ge=128, description="Longest prompt + completion in tokens.")
     max_loras: int = Field(4, ge=1, description="Adapters vLLM batches together in one step.")
     max_cpu_loras: int = Field(16, ge=1, description="Adapters vLLM keeps loaded in host memory (LRU cache).")

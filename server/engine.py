@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from flywheel.dtype import resolve_dtype
 from flywheel.settings import Settings
 from server.engine_wait import SPIN_WAIT_ENV
 from server.errors import AdapterLoadFailed, BadRequest, EngineUnavailable, PromptTooLong
@@ -88,10 +89,12 @@ class VLLMEngine:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_gib)
             # read by server/engine_wait.py, the plugin vLLM loads in its engine-core and worker processes
             os.environ[SPIN_WAIT_ENV] = "1" if settings.engine_spin_wait else "0"
+        dtype = resolve_dtype(settings.dtype, "serving")
+        self.dtype = dtype.name
         args = AsyncEngineArgs(
             model=str(settings.resolved_model_path),
             served_model_name=settings.served_model_name,
-            dtype=settings.dtype,
+            dtype=dtype.name,
             max_model_len=settings.max_model_len,
             enable_lora=True,
             max_loras=settings.max_loras,
@@ -102,7 +105,8 @@ class VLLMEngine:
             enforce_eager=settings.enforce_eager,
             enable_log_requests=False,
         )
-        logger.info("starting vLLM on %s (%s)", settings.resolved_model_path, current_platform.device_name)
+        logger.info("starting vLLM on %s (%s, %s)", settings.resolved_model_path, current_platform.device_name,
+                    dtype.name)
         self._llm = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._llm.get_tokenizer()
         self.max_model_len = settings.max_model_len

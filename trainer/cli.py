@@ -71,7 +71,7 @@ def _train_defaults(settings: Settings) -> dict:
     defaults = {
         "learning_rate": settings.train_learning_rate, "epochs": settings.train_epochs,
         "batch_size": settings.train_batch_size, "grad_accumulation": settings.train_grad_accumulation,
-        "load_in_4bit": settings.train_load_in_4bit, "dpo_beta": settings.train_dpo_beta,
+        "load_in_4bit": settings.train_load_in_4bit, "dpo_beta": settings.train_dpo_beta, "dtype": settings.dtype,
         "continue_from_production": settings.train_continue_from_production,
         "min_pairs_for_dpo": settings.train_min_pairs_for_dpo,
     }

@@ -76,7 +76,11 @@ class TrainConfig:
     load_in_4bit: bool = field(
         default=True, metadata={"help": "QLoRA: load the base in 4-bit NF4 with double quantization."}
     )
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 compute. None: on where the hardware has it."})
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "Compute dtype (FLYWHEEL_DTYPE): auto, bfloat16, float16 (GPU only) or float32. auto: bf16 "
+                  "where the hardware runs it natively, else float32 (flywheel/dtype.py)."},
+    )
     continue_from_production: bool = field(
         default=True,
         metadata={"help": "Start from the production version's weights (its rank and targets); else fresh."},
@@ -112,6 +116,8 @@ class TrainConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid TrainConfig values: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
+        if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ValueError(f"dtype={self.dtype!r} must be auto, bfloat16, float16 or float32")
         if self.dpo_reference not in ("base", "start"):
             raise ValueError(f"dpo_reference={self.dpo_reference!r} must be 'base' or 'start'")
 

@@ -49,10 +49,11 @@ def general_text(limit: int | None = None) -> list[str]:
 class GateModels:
     """The base with the candidate and (optionally) production adapters loaded, switchable by name."""
 
-    def __init__(self, model_path: Path, candidate_dir: Path, production_dir: Path | None, num_threads: int):
+    def __init__(self, model_path: Path, candidate_dir: Path, production_dir: Path | None, num_threads: int,
+                 dtype: torch.dtype = torch.float32):
         torch.set_num_threads(num_threads)
         self.tokenizer = load_tokenizer(model_path)
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16)
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         self.model = PeftModel.from_pretrained(base, candidate_dir, adapter_name=CANDIDATE)
         self.has_production = production_dir is not None
         if production_dir is not None:
@@ -150,9 +151,13 @@ def evaluate(
     held_out: HeldOut,
     config: GateConfig,
     num_threads: int = 1,
+    dtype: torch.dtype = torch.float32,
 ) -> GateResult:
-    """Compare the candidate with production (or the bare base when there is none) and return the verdict."""
-    models = GateModels(model_path, candidate_dir, production_dir, num_threads)
+    """Compare the candidate with production (or the bare base when there is none) and return the verdict.
+
+    `dtype` is the training compute dtype (`trainer.qlora.compute_dtype`), so scoring runs as fast as training.
+    """
+    models = GateModels(model_path, candidate_dir, production_dir, num_threads, dtype)
     scorer = Scorer(models, config.batch_size, config.max_length)
     metrics: dict = {"compared_with": PRODUCTION if production_dir else "base"}
     reasons: list[str] = []

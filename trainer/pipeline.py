@@ -17,7 +17,7 @@ from trainer.dataset import TrainingData
 from trainer.gate import GateResult, evaluate
 from trainer.job import Cancelled, TrainerSettings, production_of, screen_or_raise, version_metrics
 from trainer.progress import RunProgress
-from trainer.qlora import load_tokenizer, load_trainable, save_adapter
+from trainer.qlora import compute_dtype, load_tokenizer, load_trainable, save_adapter
 from trainer.stages import StagePlan, StageResult, plan_stages, train_dpo, train_kto, train_sft
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class Pipeline:
             data.held_out,
             self.settings.gate,
             config.num_threads,
+            compute_dtype(config),
         )
         self._check_stop()
         extra = {

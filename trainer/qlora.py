@@ -9,6 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
+from flywheel.dtype import choose_dtype
 from trainer.config import LoraRecipe, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -16,17 +17,13 @@ logger = logging.getLogger(__name__)
 ADAPTER_NAME = "default"  # PEFT's name for the adapter we train and save
 
 
-def bf16_available() -> bool:
-    """True when bf16 compute is supported: a bf16-capable GPU, or a CPU (torch runs bf16 there natively)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return True
-
-
 def compute_dtype(config: TrainConfig) -> torch.dtype:
-    """The dtype activations and 4-bit dequantization use."""
-    use_bf16 = bf16_available() if config.bf16 is None else config.bf16
-    return torch.bfloat16 if use_bf16 else torch.float32
+    """The dtype activations and 4-bit dequantization use: `config.dtype`, with `auto` chosen by the hardware."""
+    choice = choose_dtype(config.dtype)
+    if choice.name == "float16" and not torch.cuda.is_available():
+        # fp16 training needs a GPU's loss scaler; on a CPU it would underflow. Serving may still use fp16.
+        return torch.float32
+    return choice.torch_dtype()
 
 
 def load_tokenizer(model_path: Path) -> PreTrainedTokenizerBase:
@@ -68,7 +65,8 @@ def load_base(model_path: Path, config: TrainConfig) -> tuple[torch.nn.Module, b
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
-    logger.info("loaded base %s (%s, %s)", model_path, "4-bit NF4" if quantized else "full precision", dtype)
+    logger.info("loaded base %s (%s, %s compute: %s)", model_path, "4-bit NF4" if quantized else "full precision",
+                dtype, choose_dtype(config.dtype).reason)
     return model, quantized
 
 

@@ -74,6 +74,7 @@ def _common_args(config: TrainConfig, out_dir: Path, batch_size: int) -> dict:
         "data_seed": config.seed,
         "max_length": config.max_length,
         "bf16": compute_dtype(config) == torch.bfloat16,
+        "fp16": compute_dtype(config) == torch.float16,  # only ever on a GPU (see compute_dtype)
         "use_cpu": not torch.cuda.is_available(),
         "logging_steps": 1,
         "save_strategy": "no",
