@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flywheel.dtype import AUTO, DtypeSetting
 
@@ -68,10 +69,15 @@ class Settings(BaseSettings):
     # --- HTTP ----------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the gateway binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
-    api_keys: list[str] = Field(
-        default_factory=list, description="Keys for chat and feedback (Bearer). Empty: no key needed."
+    # NoDecode: pydantic-settings would parse a list from the environment as JSON before the validator runs,
+    # so the documented `FLYWHEEL_API_KEYS=k1,k2` failed at start; `_split_keys` takes the raw string instead.
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys for chat and feedback (Bearer). Empty: no key needed."
     )
-    admin_key: str | None = Field(None, description="Key for /admin. Empty: admin is open (loopback only).")
+    admin_key: str | None = Field(
+        None, description="Key for /admin. Empty: /admin is open when no FLYWHEEL_API_KEYS are set either "
+        "(loopback only), and refuses every request once user keys are set."
+    )
     access_log: bool = Field(False, description="Log every HTTP request (costs event-loop time under load).")
     allow_insecure: bool = Field(
         False, description="Allow binding to a non-loopback address without keys. Never in production."
@@ -120,6 +126,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
+            if value.lstrip().startswith("["):  # the JSON form that worked before NoDecode still does
+                return json.loads(value)
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
@@ -129,6 +137,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"FLYWHEEL_MAX_CPU_LORAS ({self.max_cpu_loras}) must be >= FLYWHEEL_MAX_LORAS ({self.max_loras})"
             )
+        if self.admin_key is not None and not self.admin_key.strip():
+            raise ValueError("FLYWHEEL_ADMIN_KEY is set but empty; unset it or give it a value")
         if self.train_lora_rank > self.max_lora_rank:
             raise ValueError(
                 f"FLYWHEEL_TRAIN_LORA_RANK ({self.train_lora_rank}) exceeds "
@@ -161,6 +171,11 @@ class Settings(BaseSettings):
     def resolved_model_path(self) -> Path:
         """The base model directory actually served."""
         return self.model_path or self.default_model_dir
+
+    @property
+    def admin_disabled(self) -> bool:
+        """User keys are set but no admin key: /admin refuses everything rather than stay open."""
+        return bool(self.api_keys) and not self.admin_key
 
     def check_bind(self) -> None:
         """Refuse to expose an unauthenticated gateway beyond this machine."""

@@ -84,6 +84,8 @@ async def enforce_retention(state: GatewayState, every_seconds: float = 3600) ->
 def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) -> FastAPI:
     """Assemble the gateway. Stores open now; the engine starts when the app does."""
     base = BaseModelInfo.from_dir(settings.resolved_model_path)
+    if settings.admin_disabled:
+        logger.warning("/admin refuses every request: FLYWHEEL_API_KEYS is set but FLYWHEEL_ADMIN_KEY is not")
     state = GatewayState(
         settings=settings,
         registry=Registry(settings.registry_db, settings.adapters_dir, base, settings.max_lora_rank),

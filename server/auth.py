@@ -1,4 +1,13 @@
-"""API keys: user keys for chat and feedback, an admin key for /admin. None configured: open (loopback only)."""
+"""API keys: user keys for chat and feedback, an admin key for /admin.
+
+The rule, route by route (tested in tests/gateway/test_keys.py):
+- `/v1/*` (chat, models, feedback): a user key or the admin key once FLYWHEEL_API_KEYS is set; open otherwise.
+- `/admin/*`: the admin key once FLYWHEEL_ADMIN_KEY is set. With user keys but no admin key, /admin refuses
+  every request (403): it is never open while chat asks for a key. With no key at all: open (loopback only,
+  `Settings.check_bind`).
+- `/health`, `/ready`, `/metrics`: never a key, so probes and Prometheus scrapers work; keep them on a
+  private network.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,7 @@ import hmac
 
 from fastapi import Request
 
-from server.errors import Unauthorized
+from server.errors import Forbidden, Unauthorized
 
 
 def bearer_token(request: Request) -> str | None:
@@ -34,5 +43,8 @@ async def require_user(request: Request) -> None:
 async def require_admin(request: Request) -> None:
     """Admin endpoints: the admin key when one is configured."""
     settings = request.app.state.flywheel.settings
+    if settings.admin_disabled:
+        raise Forbidden("/admin is disabled: FLYWHEEL_API_KEYS is set but FLYWHEEL_ADMIN_KEY is not; "
+                        "set FLYWHEEL_ADMIN_KEY and send it as `Authorization: Bearer <admin key>`")
     if settings.admin_key and not key_matches(bearer_token(request), [settings.admin_key]):
         raise Unauthorized("admin endpoints need the admin key: send `Authorization: Bearer <admin key>`")

@@ -45,6 +45,10 @@ class Unauthorized(GatewayError):
     status, type, code = 401, "authentication_error", "invalid_api_key"
 
 
+class Forbidden(GatewayError):
+    status, type, code = 403, "permission_error", "forbidden"
+
+
 class Overloaded(GatewayError):
     status, type, code = 429, "rate_limit_error", "overloaded"
 
