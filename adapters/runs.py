@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS locks (
 """
 
 FINISHED = ("succeeded", "failed", "rejected")
+REFUSED_KEY = "problems"  # trainer.job stores DataRejected.problems under this metrics key
 
 
 class LockBusy(RuntimeError):
@@ -87,6 +88,11 @@ class Run:
     def from_row(cls, row: dict) -> Run:
         return cls(**{**row, "metrics": json.loads(row["metrics"] or "{}")})
 
+    @property
+    def data_refused(self) -> bool:
+        """A failed run whose exported data was refused (empty or poisoned): only new feedback can change that."""
+        return self.status == "failed" and REFUSED_KEY in self.metrics
+
 
 def pid_alive(pid: int) -> bool:
     """True when a process with this id exists on this host and is not a zombie."""
@@ -105,10 +111,11 @@ def pid_alive(pid: int) -> bool:
 class RunStore:
     """The runs table and the per-adapter locks of one trainer database."""
 
-    def __init__(self, db_path: Path, stale_seconds: float = 120.0):
+    def __init__(self, db_path: Path, stale_seconds: float = 120.0, clock: Callable[[], float] = time.time):
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.stale_seconds = stale_seconds
+        self.clock = clock  # stamps every time column; tests pass a fake one
         self.host = socket.gethostname()
         self.db = self._connect()
         self.db.enable_wal()
@@ -135,7 +142,7 @@ class RunStore:
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT INTO runs (adapter, status, created_at, pid, host) VALUES (?,?,?,?,?)",
-                [adapter, status, time.time(), os.getpid(), self.host],
+                [adapter, status, self.clock(), os.getpid(), self.host],
             )
             return int(cur.lastrowid)
 
@@ -151,7 +158,7 @@ class RunStore:
         """Mark a run finished with `status` (succeeded, failed, rejected)."""
         if status not in FINISHED:
             raise ValueError(f"{status!r} is not a finished status {FINISHED}")
-        self.update(run_id, status=status, error=error, finished_at=time.time(), **values)
+        self.update(run_id, status=status, error=error, finished_at=self.clock(), **values)
         logger.info("run %d finished: %s%s", run_id, status, f" ({error})" if error else "")
 
     def get(self, run_id: int) -> Run:
@@ -186,8 +193,9 @@ class RunStore:
 
     def recover_orphans(self) -> int:
         """Mark running runs of dead processes on this host as failed; returns how many."""
+        # A queued row carries the pid of the gateway that asked for it: that process dying is no failure.
         rows = self.db.conn.execute(
-            "SELECT id, pid FROM runs WHERE status IN ('queued', 'running') AND host = ?", [self.host]
+            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", [self.host]
         ).fetchall()
         dead = [run_id for run_id, pid in rows if pid is not None and not pid_alive(pid)]
         for run_id in dead:
@@ -197,7 +205,7 @@ class RunStore:
     # ---- lock ---------------------------------------------------------------------------------
     def _holder_gone(self, row: tuple) -> bool:
         _, pid, host, heartbeat_at = row
-        if time.time() - heartbeat_at > self.stale_seconds:
+        if self.clock() - heartbeat_at > self.stale_seconds:
             return True
         return host == self.host and not pid_alive(pid)
 
@@ -206,7 +214,7 @@ class RunStore:
 
         Raises LockBusy when a live holder has the lock. A dead or stale holder's run is marked failed.
         """
-        now = time.time()
+        now = self.clock()
         with self._write() as conn:
             row = conn.execute(
                 "SELECT run_id, pid, host, heartbeat_at FROM locks WHERE adapter = ?", [adapter]
@@ -247,7 +255,7 @@ class RunStore:
         with self._write(db) as conn:
             conn.execute(
                 "UPDATE locks SET heartbeat_at = ? WHERE adapter = ? AND pid = ? AND host = ?",
-                [time.time(), adapter, os.getpid(), self.host],
+                [self.clock(), adapter, os.getpid(), self.host],
             )
 
     def release(self, adapter: str) -> None:

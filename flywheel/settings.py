@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     train_min_new_feedback: int = Field(50, ge=1, description="Watcher: new feedback records that trigger a run.")
     train_schedule_seconds: float | None = Field(None, gt=0, description="Watcher: also train on this schedule.")
     train_min_interval_seconds: float = Field(600, ge=0, description="Watcher: least time between runs.")
+    train_max_backoff_seconds: float = Field(
+        21600, ge=0, description="Watcher: longest wait after consecutive failed runs (each failure doubles "
+        "the least time between runs, up to this)."
+    )
     train_poll_seconds: float = Field(30, gt=0, description="Watcher: seconds between checks.")
     gate_min_preference_win_rate: float = Field(0.5, ge=0, le=1, description="Gate: share of held-out pairs "
                                                 "where the candidate's margin must beat production's.")

@@ -8,6 +8,7 @@ so `flywheel --help` stays fast.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +20,7 @@ from flywheel.settings import Settings
 
 if TYPE_CHECKING:
     from adapters.runs import Run
+    from trainer.config import TriggerPolicy
     from trainer.job import TrainerSettings
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class TrainerError(Exception):
 def trainer_settings(settings: Settings, **overrides: object) -> TrainerSettings:
     """The trainer's paths and policies from the global Settings; `overrides` replace TrainConfig fields."""
     from flywheel.default_model import ModelUnavailable, check_model_dir
-    from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy
+    from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig
     from trainer.job import TrainerSettings
 
     try:
@@ -60,10 +62,18 @@ def trainer_settings(settings: Settings, **overrides: object) -> TrainerSettings
                         max_ppl_increase_vs_base=settings.gate_max_ppl_increase_vs_base),
         promotion=PromotionPolicy(mode=promotion, canary_share=settings.canary_share,
                                   canary_min_feedback=settings.canary_min_feedback),
-        trigger=TriggerPolicy(min_new_feedback=settings.train_min_new_feedback,
-                              schedule_seconds=settings.train_schedule_seconds,
-                              min_interval_seconds=settings.train_min_interval_seconds),
+        trigger=trigger_policy(settings),
     )
+
+
+def trigger_policy(settings: Settings) -> TriggerPolicy:
+    """The watcher's trigger policy from the global Settings."""
+    from trainer.config import TriggerPolicy
+
+    return TriggerPolicy(min_new_feedback=settings.train_min_new_feedback,
+                         schedule_seconds=settings.train_schedule_seconds,
+                         min_interval_seconds=settings.train_min_interval_seconds,
+                         max_backoff_seconds=settings.train_max_backoff_seconds)  # fmt: skip
 
 
 def _train_defaults(settings: Settings) -> dict:
@@ -105,6 +115,26 @@ def list_runs(settings: Settings, adapter: str | None = None, limit: int = 20) -
     from adapters.runs import RunStore
 
     return RunStore(settings.trainer_db).list(adapter, limit)
+
+
+def next_runs(settings: Settings, adapters: list[str]) -> dict[str, str]:
+    """What the watcher will do next for each adapter, and why."""
+    from adapters.runs import RunStore
+    from trainer.watcher import assess, feedback_counter
+
+    store, policy = RunStore(settings.trainer_db), trigger_policy(settings)
+    count = feedback_counter(settings.feedback_db)
+    queued, now, plans = set(store.queued_adapters()), time.time(), {}
+    for adapter in adapters:
+        holder = store.lock_holder(adapter)
+        if holder is not None:
+            plans[adapter] = f"run {holder['run_id']} is in progress"
+        elif adapter in queued:
+            plans[adapter] = "a run was requested: the watcher starts it at its next poll"
+        else:
+            decision = assess(policy, store, count, adapter, now)
+            plans[adapter] = f"due at the watcher's next poll ({decision.reason})" if decision.run else decision.reason
+    return plans
 
 
 def _when(ts: float | None) -> str:
@@ -197,9 +227,12 @@ def runs(
     adapter: Annotated[str | None, typer.Option("--adapter", help="Only this adapter's runs.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many of the newest runs to show.")] = 20,
 ) -> None:
-    """Show training runs: status, stage, step, loss, resulting version and error."""
-    found = list_runs(_build_settings(), adapter, limit)
+    """Show training runs (status, stage, step, loss, resulting version, error) and when each adapter trains next."""
+    settings = _build_settings()
+    found = list_runs(settings, adapter, limit)
     if not found:
         console.print("no training runs yet")
         return
     console.print(_runs_table(found))
+    for name, plan in next_runs(settings, sorted({r.adapter for r in found})).items():
+        console.print(f"next for {name}: {plan}", markup=False, highlight=False)

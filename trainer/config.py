@@ -16,7 +16,7 @@ DpoReference = Literal["base", "start"]
 
 
 def _default_threads() -> int:
-    # Leave one core to the gateway: training must never starve serving (DESIGN.md, invariant 4).
+    # Leave one core to the gateway: training must never starve serving.
     return max(1, (os.cpu_count() or 2) - 1)
 
 
@@ -173,14 +173,19 @@ class TriggerPolicy:
     min_interval_seconds: float = field(
         default=600, metadata={"help": "Never start two runs of one adapter closer together than this."}
     )
+    max_backoff_seconds: float = field(
+        default=21600,
+        metadata={"help": "After consecutive failed runs, wait min_interval_seconds * 2^(failures - 1) from the "
+                  "last failure, but at most this long (and never less than min_interval_seconds)."},
+    )
 
     def __post_init__(self) -> None:
         if self.min_new_feedback is None and self.schedule_seconds is None:
             raise ValueError("TriggerPolicy needs min_new_feedback or schedule_seconds (or both)")
         if self.min_new_feedback is not None and self.min_new_feedback < 1:
             raise ValueError(f"min_new_feedback={self.min_new_feedback} must be >= 1")
-        if self.min_interval_seconds < 0:
-            raise ValueError("min_interval_seconds must be >= 0")
+        if self.min_interval_seconds < 0 or self.max_backoff_seconds < 0:
+            raise ValueError("min_interval_seconds and max_backoff_seconds must be >= 0")
 
 
 @dataclass

@@ -12,24 +12,24 @@ from trainer.config import LoraRecipe, PromotionPolicy, TrainConfig, TriggerPoli
 from trainer.dataset import TrainingData, screen
 from trainer.job import TrainerSettings
 from trainer.stages import plan_stages
-from trainer.watcher import Watcher, decide
+from trainer.watcher import History, Watcher, decide
 
 NOW = 1_000_000.0
 
 
 def test_trigger_needs_enough_feedback_and_respects_interval() -> None:
     policy = TriggerPolicy(min_new_feedback=10, min_interval_seconds=600)
-    assert decide(policy, NOW, None, 10).run
-    assert not decide(policy, NOW, None, 9).run
-    assert not decide(policy, NOW, NOW - 100, 500).run  # too soon after the last run
-    assert decide(policy, NOW, NOW - 700, 10).run
+    assert decide(policy, NOW, History(), 10).run
+    assert not decide(policy, NOW, History(), 9).run
+    assert not decide(policy, NOW, History(last_started=NOW - 100), 500).run  # too soon after the last run
+    assert decide(policy, NOW, History(last_started=NOW - 700), 10).run
 
 
 def test_schedule_runs_only_with_something_new() -> None:
     policy = TriggerPolicy(min_new_feedback=None, schedule_seconds=3600, min_interval_seconds=0)
-    assert decide(policy, NOW, NOW - 4000, 1).run
-    assert not decide(policy, NOW, NOW - 4000, 0).run
-    assert not decide(policy, NOW, NOW - 100, 5).run
+    assert decide(policy, NOW, History(last_started=NOW - 4000), 1).run
+    assert not decide(policy, NOW, History(last_started=NOW - 4000), 0).run
+    assert not decide(policy, NOW, History(last_started=NOW - 100), 5).run
 
 
 def test_config_checks_name_the_field() -> None:

@@ -67,8 +67,19 @@ def test_orphaned_running_rows_are_marked_failed(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "trainer.db")
     run_id = store.create("support", status="running")
     store.update(run_id, pid=999999999)
+    queued = store.create("support")  # carries the pid of the gateway that asked for it, long gone
+    store.update(queued, pid=999999999)
     assert store.recover_orphans() == 1
     assert store.get(run_id).status == "failed"
+    assert store.get(queued).status == "queued"  # still waiting for the watcher
+
+
+def test_a_refusal_of_the_data_is_told_from_other_failures(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "trainer.db")
+    refused, crashed = store.create("support", "running"), store.create("support", "running")
+    store.finish(refused, "failed", error="training data refused: empty", metrics={"problems": ["empty"]})
+    store.finish(crashed, "failed", error="MemoryError: out of memory")
+    assert store.get(refused).data_refused and not store.get(crashed).data_refused
 
 
 def test_run_listing_and_last_start(tmp_path: Path) -> None:
