@@ -21,3 +21,28 @@ class InvalidFeedback(FeedbackError):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("feedback rejected: " + "; ".join(self.problems))
+
+
+class StoreUnavailable(FeedbackError):
+    """The database cannot be written (disk full, read-only, I/O error, locked): nothing was stored (HTTP 503)."""
+
+    # The cause and what an operator should do, by SQLite's primary result code
+    # (https://www.sqlite.org/rescode.html); extended codes such as SQLITE_IOERR_WRITE share their primary's.
+    CAUSES = {
+        "SQLITE_FULL": ("the disk is full", "free space on the gateway's data volume"),
+        "SQLITE_READONLY": ("the database is read-only", "fix the data directory's permissions or remount it"),
+        "SQLITE_PERM": ("permission denied", "fix the data directory's permissions"),
+        "SQLITE_CANTOPEN": ("the database file cannot be opened", "check that the data directory is writable"),
+        "SQLITE_IOERR": ("a disk I/O error", "check the data volume: full, read-only or failing"),
+        "SQLITE_BUSY": ("another process holds the database lock", "retry shortly"),
+    }
+
+    @classmethod
+    def from_sqlite(cls, exc: BaseException) -> StoreUnavailable | None:
+        """The error to report for an exception that aborted a write; None if it is no storage failure."""
+        name = getattr(exc, "sqlite_errorname", None) or ""
+        primary = next((key for key in cls.CAUSES if name == key or name.startswith(key + "_")), None)
+        if primary is None:
+            return None
+        cause, action = cls.CAUSES[primary]
+        return cls(f"the feedback store cannot write ({cause}), so nothing was stored; {action}, then retry")

@@ -11,7 +11,10 @@ Two kinds of work share one queue, in order:
   milliseconds of latency for far fewer commits and thread switches.
 
 Each operation runs inside its own SAVEPOINT, so one that raises (a typed error found under the lock)
-is rolled back alone and the rest of the batch still commits.
+is rolled back alone and the rest of the batch still commits. When the database itself fails (disk
+full, read-only, I/O error, locked past the busy timeout) the whole transaction is rolled back and
+every job of that batch fails with `StoreUnavailable`: nothing of it is half-written, nothing was
+acknowledged, and the thread goes on to the next batch, so writes succeed again once the disk recovers.
 
 `submit_async` is for event loops: after a commit, all of a batch's waiters on one loop are woken by
 one `call_soon_threadsafe` (one wake-up of the loop per batch, not one per operation).
@@ -26,8 +29,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
+
+from feedback.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,10 @@ class BatchWriter:
         self._cond = threading.Condition()
         self._closing = False
         self.batches_committed = 0  # transactions committed so far (group commit makes this << operations)
+        self.batches_failed = 0  # transactions that failed as a whole (disk full, read-only): all rolled back
+        self.writes_dropped = 0  # fire-and-forget rows (the completion log) lost with a failed batch
+        self.failing = False  # the last batch failed: the store cannot write now
+        self._path = conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"  # for the log
         self._thread = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
         self._thread.start()
 
@@ -130,43 +139,87 @@ class BatchWriter:
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            self._commit(batch)
+            try:
+                self._deliver(self._transact(batch))
+            except Exception as exc:  # a bug here must not end the thread: every later caller would hang
+                logger.exception("feedback writer failed to settle a batch of %d operations", len(batch))
+                self._deliver([(job, None, exc) for job in batch if not job.future.done()])
 
-    def _commit(self, batch: list[_Job]) -> None:
+    def _transact(self, batch: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Run the batch in one transaction; the outcome of each job (all failed if the commit did)."""
         conn = self._conn
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
+            if conn.in_transaction:  # a ROLLBACK that failed left one open: start clean
+                conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
                 conn.execute("SAVEPOINT op")
                 try:
                     result = job.op(conn)
-                except Exception as exc:  # the operation's own failure: undo it alone
-                    conn.execute("ROLLBACK TO op")
+                except Exception as exc:
+                    if StoreUnavailable.from_sqlite(exc) is not None:
+                        raise  # the database failed, not this operation: the whole batch fails
+                    conn.execute("ROLLBACK TO op")  # the operation's own failure: undo it alone
                     conn.execute("RELEASE op")
+                    if not job.waited:
+                        logger.warning("dropped a queued write: %s", exc)
                     outcomes.append((job, None, exc))
                 else:
                     conn.execute("RELEASE op")
                     outcomes.append((job, result, None))
             conn.execute("COMMIT")
-            self.batches_committed += 1
-        except Exception as exc:  # the transaction itself failed (disk full, lock timeout): nothing stored
-            logger.error("feedback batch of %d operations failed: %s", len(batch), exc)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            outcomes = [(job, None, exc) for job in batch]
+        except Exception as exc:  # the transaction itself failed (disk full, read-only, locked): nothing stored
+            return self._abort(batch, exc)
+        self.batches_committed += 1
+        if self.failing:
+            self.failing = False
+            logger.info("feedback store %s writes again", self._path)
+        return outcomes
+
+    def _abort(self, batch: list[_Job], exc: Exception) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Roll the failed transaction back and fail every job of the batch with its error."""
+        try:
+            if self._conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL can)
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            logger.warning("feedback store %s: rollback failed, retried before the next batch: %s", self._path, e)
+        dropped = sum(not job.waited for job in batch)
+        self.writes_dropped += dropped
+        self.batches_failed += 1
+        self.failing = True
+        reason = StoreUnavailable.from_sqlite(exc) or exc
+        logger.warning(
+            "feedback store %s: a batch of %d operations was rolled back, %d of them completion-log rows (dropped): %s",
+            self._path, len(batch), dropped, reason,
+        )  # fmt: skip
+        return [(job, None, _failure(exc)) for job in batch]
+
+    def _deliver(self, outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        """Resolve each job's future: thread futures here, event-loop futures on their loop's thread."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any, BaseException | None]]] = {}
         for job, result, exc in outcomes:
             if job.loop is not None:
                 by_loop.setdefault(job.loop, []).append((job.future, result, exc))
-            elif exc is None:
-                job.future.set_result(result)
-            else:
-                if not job.waited:
-                    logger.warning("dropped a queued write: %s", exc)
-                job.future.set_exception(exc)
+                continue
+            try:
+                if exc is None:
+                    job.future.set_result(result)
+                else:
+                    job.future.set_exception(exc)
+            except InvalidStateError:  # the caller cancelled it
+                pass
         for loop, settled in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, settled)
             except RuntimeError:  # that loop has closed: nobody is waiting any more
                 pass
+
+
+def _failure(exc: Exception) -> BaseException:
+    """What a job of a failed batch raises: StoreUnavailable for a storage failure, else the error itself."""
+    failure = StoreUnavailable.from_sqlite(exc)
+    if failure is None:
+        return exc
+    failure.__cause__ = exc
+    return failure
