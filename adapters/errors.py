@@ -25,3 +25,7 @@ class InvalidName(RegistryError):
 
 class Conflict(RegistryError):
     """The move cannot be made in the registry's current state (HTTP 409)."""
+
+
+class RegistryBusy(RegistryError):
+    """Another process holds the registry database's lock past the busy timeout; nothing was changed (HTTP 503)."""

@@ -2,6 +2,8 @@
 
 Storage is SQLite (WAL mode) through sqlite-utils. Several processes (gateway, CLI, trainer) share
 one database file; every alias move is one `BEGIN IMMEDIATE` transaction, so moves never interleave.
+A process that holds the write lock too long makes the others' writes fail after `busy_timeout` with
+`RegistryBusy` instead of hanging; readers are not blocked by a writer in WAL mode.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import sqlite_utils
 
 from adapters.base_model import BaseModelInfo
-from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter
+from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, RegistryBusy
 from adapters.names import CANDIDATE, PRODUCTION, AdapterRef, check_alias, check_name
 from adapters.validation import validate_adapter
 from adapters.version import AdapterVersion, AliasEvent
@@ -67,6 +69,7 @@ CREATE TABLE IF NOT EXISTS alias_events (
 """
 
 STATUSES = ("ready", "rejected")
+BUSY_TIMEOUT_S = 5.0  # alias moves take milliseconds: a lock held this long is stuck, so answer rather than hang
 
 
 def _locked(method: Callable) -> Callable:
@@ -74,7 +77,7 @@ def _locked(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def wrapper(self: Registry, *args, **kwargs):
-        with self._lock:
+        with self._lock, self._busy_is_typed():
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -83,11 +86,13 @@ def _locked(method: Callable) -> Callable:
 class Registry:
     """Versions, aliases and their history for every adapter of one base model."""
 
-    def __init__(self, db_path: Path, adapters_dir: Path, base: BaseModelInfo | None, max_rank: int = 64):
+    def __init__(self, db_path: Path, adapters_dir: Path, base: BaseModelInfo | None, max_rank: int = 64,
+                 busy_timeout: float = BUSY_TIMEOUT_S):
         self.adapters_dir = Path(adapters_dir)
         self.adapters_dir.mkdir(parents=True, exist_ok=True)
         Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.busy_timeout = busy_timeout
+        conn = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
         self.db.enable_wal()
         self.db.conn.executescript(SCHEMA)
@@ -99,14 +104,28 @@ class Registry:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction that takes the database lock up front (no upgrade deadlocks)."""
         conn = self.db.conn
-        with self._lock:
+        with self._lock, self._busy_is_typed():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+
+    @contextmanager
+    def _busy_is_typed(self) -> Iterator[None]:
+        """Turn SQLite's "database is locked" (after the busy timeout) into RegistryBusy."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if not (getattr(e, "sqlite_errorname", None) or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                raise
+            raise RegistryBusy(
+                f"the adapter registry is locked by another process (still busy after {self.busy_timeout:g} s),"
+                " so nothing was changed; retry shortly"
+            ) from e
 
     # ---- reading ------------------------------------------------------------------------------
     @_locked

@@ -9,9 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, InvalidName, RegistryError
+from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, InvalidName, RegistryBusy, RegistryError
 from adapters.runs import RunNotFound
-from feedback.errors import CompletionNotFound, FeedbackError, FeedbackNotFound, InvalidFeedback
+from feedback.errors import CompletionNotFound, FeedbackError, FeedbackNotFound, InvalidFeedback, StoreUnavailable
 from server.protocol import ErrorBody, ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -67,11 +67,13 @@ LIBRARY_ERRORS: list[tuple[type[Exception], int, str, str]] = [
     (InvalidAdapter, 400, "invalid_request_error", "invalid_adapter"),
     (InvalidName, 400, "invalid_request_error", "invalid_name"),
     (Conflict, 409, "invalid_request_error", "conflict"),
+    (RegistryBusy, 503, "service_unavailable", "registry_busy"),
     (RegistryError, 400, "invalid_request_error", "registry_error"),
     (RunNotFound, 404, "not_found_error", "run_not_found"),
     (CompletionNotFound, 404, "not_found_error", "completion_not_found"),
     (FeedbackNotFound, 404, "not_found_error", "feedback_not_found"),
     (InvalidFeedback, 400, "invalid_request_error", "invalid_feedback"),
+    (StoreUnavailable, 503, "service_unavailable", "feedback_store_unavailable"),
     (FeedbackError, 400, "invalid_request_error", "feedback_error"),
 ]
 

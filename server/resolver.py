@@ -5,6 +5,9 @@ registry (so moves made by the CLI or the trainer, in other processes, arrive wi
 A new version is loaded into vLLM *before* the snapshot switches to it; if loading fails, the alias
 is moved back in the registry with the reason, so the alias never points at an unservable version.
 A request resolves its version once, at its start, and keeps it to the end.
+
+When another process holds the registry's lock, requests keep resolving from the snapshot: a round
+that hits `RegistryBusy` logs a warning and is redone whole at the next poll.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import random
 import time
 
-from adapters.errors import AdapterNotFound
+from adapters.errors import AdapterNotFound, RegistryBusy
 from adapters.names import CANARY, PRODUCTION, AdapterRef
 from adapters.registry import Registry
 from adapters.version import AdapterVersion
@@ -105,39 +108,49 @@ class AdapterResolver:
         token = self.registry.change_token()
         if token == self._token and not force:
             return
-        self._token = token
         current = self.registry.aliases()
         for key in [k for k in self._aliases if k not in current]:
             logger.info("alias %s@%s removed", *key)
             del self._aliases[key]
+        settled = True
         for (name, alias), number in current.items():
             old = self._aliases.get((name, alias))
             if old is not None and old.version == number:
                 continue
-            await self._switch(name, alias, old, self.registry.get_version(name, number))
+            settled &= await self._switch(name, alias, old, self.registry.get_version(name, number))
+        if settled:  # only a round that applied everything is skipped next time (one cut short is redone)
+            self._token = token
 
-    async def _switch(self, name: str, alias: str, old: AdapterVersion | None, new: AdapterVersion) -> None:
+    async def _switch(self, name: str, alias: str, old: AdapterVersion | None, new: AdapterVersion) -> bool:
+        """Serve `new` for the alias, or move the alias back if it cannot load; False if the registry moved."""
         start = time.perf_counter()
         try:
             await self.ensure_loaded(new)
         except AdapterLoadFailed as e:
             logger.warning("%s@%s -> v%d failed to load, moving the alias back: %s", name, alias, new.version, e)
+            # On a thread: if another process holds the registry's lock, only this round waits, not serving.
             if old is not None:
-                self.registry.set_alias(name, alias, old.version, actor="gateway", reason=f"load failed: {e}")
+                await asyncio.to_thread(
+                    self.registry.set_alias, name, alias, old.version, actor="gateway", reason=f"load failed: {e}"
+                )
             else:
-                self.registry.remove_alias(name, alias, actor="gateway", reason=f"load failed: {e}")
-            self._token = None  # our own move changed the registry; re-read it next round
-            return
+                await asyncio.to_thread(
+                    self.registry.remove_alias, name, alias, actor="gateway", reason=f"load failed: {e}"
+                )
+            return False  # our own move changed the registry; re-read it next round
         self._aliases[(name, alias)] = new
         self.metrics.adapter_swaps.labels(name, alias).inc()
         self.metrics.swap_seconds.observe(time.perf_counter() - start)
         if old is not None:
             logger.info("%s@%s now serves v%d (was v%d)", name, alias, new.version, old.version)
+        return True
 
     async def _poll(self) -> None:
         while True:
             try:
                 await self.refresh()
+            except RegistryBusy as e:
+                logger.warning("registry poll: %s; serving the last known aliases meanwhile", e)
             except Exception:  # keep following the registry whatever one round hit
                 logger.exception("registry refresh failed; retrying")
             await asyncio.sleep(self.poll_seconds)
