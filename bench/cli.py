@@ -1,4 +1,4 @@
-"""`flywheel bench serve | feedback | suite | train | loop`: run a benchmark, print its table and files."""
+"""`flywheel bench serve | feedback | suite | soak | train | loop`: run a benchmark, print its table and files."""
 
 from __future__ import annotations
 
@@ -185,6 +185,47 @@ def suite(
                       f"p99 {s['first_token_p99_ms']} ms; failed requests {report.hotswap.failed}")
     for error in report.errors:
         console.print(f"[red]{error}[/red]")
+    console.print("written: " + ", ".join(str(p) for p in report.files))
+
+
+@app.command()
+def soak(
+    duration: float = typer.Option(600, min=30, help="Seconds of traffic (the reliability issue: at least 600)."),
+    concurrency: int = typer.Option(32, "--concurrency", "-c", min=1, help="Concurrent chat streams."),
+    max_tokens: int = typer.Option(32, min=1, help="Tokens generated per chat request."),
+    adapter_ranks: str = typer.Option("8,16,16", help="One adapter per rank, registered for the run; the chat "
+                                                      "goes round-robin over the base model and these."),
+    feedback_rate: float = typer.Option(50, min=1, help="Feedback submissions per second beside the chat (paced)."),
+    swap_every: float = typer.Option(30, min=1, help="Seconds between promote / rollback calls (admin API)."),
+    window: float = typer.Option(30, min=1, help="Seconds per latency window (p50/p99 per window)."),
+    warmup: float = typer.Option(60, min=0, help="Seconds left out of RSS growth and p99 flatness."),
+    sample_every: float = typer.Option(5, min=0.5, help="Seconds between samples of RSS, fds and WAL sizes."),
+    model: Path = typer.Option(None, help=MODEL_HELP),
+    max_num_seqs: int = typer.Option(64, help="FLYWHEEL_MAX_NUM_SEQS for the gateway."),
+    out: Path = typer.Option(DOCS, help="Where bench_soak.json, bench_soak.md and bench_soak.png are written."),
+    work_dir: Path = typer.Option(None, help="Keep the gateway's data, log and the adapters here (default: temp)."),
+) -> None:
+    """Reliability soak: chat over base + adapters, feedback, promote/rollback; errors, p99, RSS, fds, WAL."""
+    from bench.progress import Steps
+    from bench.soak import SoakConfig, run_soak
+    from bench.soak_page import WINDOW_HEADERS, window_rows
+
+    _quiet()
+    try:
+        config = SoakConfig(flags=_flags(model, 1024, 1, max_num_seqs), duration_s=duration, concurrency=concurrency,
+                            max_tokens=max_tokens, adapter_ranks=tuple(int(r) for r in adapter_ranks.split(",")),
+                            feedback_rate=feedback_rate, swap_every_s=swap_every, window_s=window, warmup_s=warmup,
+                            sample_every_s=sample_every, out_dir=out, work_dir=work_dir)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    report = run_soak(config, Steps(console))
+    keep = [0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 13]  # the columns that fit a terminal; the page has them all
+    _table("soak, per window (gateway state sampled at the window's end)", [WINDOW_HEADERS[i] for i in keep],
+           [[row[i] for i in keep] for row in window_rows(report)])
+    _table("errors by kind", ["kind", "count"], [[k, n] for k, n in report.errors().items()] or [["none", 0]])
+    growth, met = report.rss_growth(), report.targets()
+    console.print(f"RSS growth after warm-up: gateway {growth['gateway']}, engine {growth['engine']}; targets: "
+                  f"{met} -> " + ("[green]PASS[/green]" if all(met.values()) else "[red]FAIL[/red]"))
     console.print("written: " + ", ".join(str(p) for p in report.files))
 
 
