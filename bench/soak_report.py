@@ -213,7 +213,7 @@ class SoakReport:
         return {
             "benchmark": "flywheel bench soak", "hardware": self.hardware.as_dict(), "config": config,
             "load_average_at_end": self.load_average_at_end, "client_cores": self.client_cores,
-            "requests": len(self.records), "requests_by_target": dict(by_target),
+            "requests": len(self.records), "requests_by_target": dict(sorted(by_target.items())),
             "feedback_submitted": sum(f.submitted for f in self.feedback),
             "errors": self.errors(), "other_errors": self.other_errors,
             "windows": [asdict(w) for w in self.windows()], "samples": [asdict(s) for s in self.samples],
