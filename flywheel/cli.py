@@ -101,13 +101,15 @@ def serve(
     watcher = None
     if trainer:
         watcher = subprocess.Popen([sys.executable, "-m", "flywheel", "train", "--watch"], preexec_fn=_die_with_parent)
+    app = create_app(settings)
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                    access_log=settings.access_log)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log)
     finally:
         if watcher is not None:
             watcher.terminate()
             watcher.wait(timeout=30)
+    if app.state.flywheel.engine_died:  # non-zero, so that a supervisor restarts the gateway
+        _fail(app.state.flywheel.startup_error)
 
 
 def _die_with_parent() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -71,6 +73,39 @@ async def start_engine(state: GatewayState, factory: EngineFactory) -> None:
         logger.exception("engine failed to start")
 
 
+ENGINE_CHECK_SECONDS = 1.0
+DEAD_ENGINE_LINGER_SECONDS = 2.0  # answer 503 (and /ready false) this long before exiting
+
+
+async def watch_engine(state: GatewayState, stop_process: Callable[[], None]) -> None:
+    """Once the engine dies under the gateway: /ready false, requests 503, then a shutdown that exits non-zero.
+
+    A gateway without its engine cannot recover in place; exiting lets a supervisor (systemd, Kubernetes)
+    start a fresh one, and server/orphan_guard.py makes sure nothing of the dead engine is left behind.
+    """
+    while not state.ready:
+        if state.startup_error:
+            return  # never started: the process stays up so /ready can say why
+        await asyncio.sleep(ENGINE_CHECK_SECONDS)
+    while True:
+        try:
+            await state.engine.check_health()
+        except Exception as e:  # vLLM's EngineDeadError, or anything else that says it cannot serve
+            reason = str(e) or type(e).__name__
+            break
+        await asyncio.sleep(ENGINE_CHECK_SECONDS)
+    state.ready, state.engine_died = False, True
+    state.startup_error = f"the inference engine died ({reason}); the gateway is exiting so it can be restarted"
+    logger.error("%s", state.startup_error)
+    await asyncio.sleep(DEAD_ENGINE_LINGER_SECONDS)
+    stop_process()
+
+
+def _sigterm_self() -> None:
+    """Ask uvicorn for its graceful shutdown (it handles SIGTERM), as a supervisor would."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def enforce_retention(state: GatewayState, every_seconds: float = 3600) -> None:
     """Delete old unrated completions once an hour, off the event loop."""
     days = state.settings.feedback_retention_days
@@ -81,7 +116,9 @@ async def enforce_retention(state: GatewayState, every_seconds: float = 3600) ->
         await asyncio.sleep(every_seconds)
 
 
-def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) -> FastAPI:
+def create_app(
+    settings: Settings, engine_factory: EngineFactory = vllm_engine, stop_process: Callable[[], None] = _sigterm_self
+) -> FastAPI:
     """Assemble the gateway. Stores open now; the engine starts when the app does."""
     base = BaseModelInfo.from_dir(settings.resolved_model_path)
     if settings.admin_disabled:
@@ -97,7 +134,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = vllm_engine) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(start_engine(state, engine_factory), name="engine-start"),
-                 asyncio.create_task(enforce_retention(state), name="retention")]
+                 asyncio.create_task(enforce_retention(state), name="retention"),
+                 asyncio.create_task(watch_engine(state, stop_process), name="engine-watch")]
         yield
         for task in tasks:
             task.cancel()

@@ -7,6 +7,7 @@ the first byte of a stream is sent, so a client always gets a proper status code
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -147,6 +148,9 @@ class ChatHandler:
                     chat.finish[d.index] = d.finish_reason or chat.finish.get(d.index)
                 yield update
             status = "ok"
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away: the engine aborts the request
+            status = "aborted"
+            raise
         finally:
             self.inflight -= 1
             self.metrics.inflight.dec()

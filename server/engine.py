@@ -1,5 +1,5 @@
-"""The vLLM engine behind the gateway: the only module of the gateway that imports vLLM (`lora_ops.py` and
-`engine_wait.py` are loaded by vLLM itself, as plugins).
+"""The vLLM engine behind the gateway: the only module of the gateway that imports vLLM (`lora_ops.py`,
+`engine_wait.py` and `orphan_guard.py` are loaded by vLLM itself, as plugins).
 
 The rest of the server talks to the small `Engine` protocol below, so route tests can use a fake.
 """
@@ -16,6 +16,7 @@ from flywheel.dtype import resolve_dtype
 from flywheel.settings import Settings
 from server.engine_wait import SPIN_WAIT_ENV
 from server.errors import AdapterLoadFailed, BadRequest, EngineUnavailable, PromptTooLong
+from server.orphan_guard import GATEWAY_PID_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class VLLMEngine:
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        # read by server/orphan_guard.py in the processes vLLM starts: they end when this process dies
+        os.environ[GATEWAY_PID_ENV] = str(os.getpid())
         if current_platform.is_cpu():
             # vLLM sizes the CPU KV cache from this variable only; it has no engine argument for it.
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_gib)

@@ -29,7 +29,8 @@ class GatewayState:
     resolver: AdapterResolver | None = None
     chat: ChatHandler | None = None
     ready: bool = False
-    startup_error: str | None = None
+    startup_error: str | None = None  # why the engine is not serving: failed to start, or died
+    engine_died: bool = False  # the gateway shuts down and `flywheel serve` exits non-zero
 
 
 async def get_state(request: Request) -> GatewayState:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from server.engine import AdapterHandle, ChoiceDelta, GenerationUpdate, Sampling
-from server.errors import AdapterLoadFailed
+from server.errors import AdapterLoadFailed, EngineUnavailable
 
 
 class FakeEngine:
@@ -18,6 +18,7 @@ class FakeEngine:
         self.loaded: list[str] = []
         self.fail_paths: set[str] = set()
         self.delay = 0.0
+        self.dead = False  # set to play an engine that died under the gateway
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         return [len(w) for m in messages for w in m["content"].split()] + [0, 0]
@@ -25,6 +26,8 @@ class FakeEngine:
     async def generate(
         self, prompt_ids: list[int], sampling: Sampling, request_id: str, adapter: AdapterHandle | None
     ) -> AsyncIterator[GenerationUpdate]:
+        if self.dead:
+            raise EngineUnavailable("the inference engine has stopped")
         words = [adapter.name if adapter else "base", "says"] + [str(i) for i in prompt_ids[:-2]]
         words = words[: sampling.max_tokens]
         for position, word in enumerate(words):
@@ -43,7 +46,8 @@ class FakeEngine:
         self.loaded.append(adapter.name)
 
     async def check_health(self) -> None:
-        return None
+        if self.dead:
+            raise RuntimeError("EngineCore died")
 
     def shutdown(self) -> None:
         return None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from server.auth import require_user
+from server.disconnect import unless_disconnected
 from server.protocol import ChatCompletionRequest, ModelCard, ModelList
 from server.state import ChatDep, ResolverDep, StateDep
 
@@ -15,13 +16,18 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_user)])
 ADAPTER_HEADER = "X-Flywheel-Adapter"
 
 
+CLIENT_CLOSED = 499  # nginx's status for "the client went away"; nobody receives it, but the access log does
+
+
 @router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, chat: ChatDep):
+async def chat_completions(body: ChatCompletionRequest, chat: ChatDep, request: Request):
     prepared = await chat.prepare(body)
     headers = {ADAPTER_HEADER: prepared.adapter_label or ""}
-    if body.stream:
+    if body.stream:  # a stream stops on a disconnect by itself (StreamingResponse)
         return StreamingResponse(chat.stream(prepared), media_type="text/event-stream", headers=headers)
-    response = await chat.complete(prepared)
+    finished, response = await unless_disconnected(request, chat.complete(prepared))
+    if not finished:
+        return Response(status_code=CLIENT_CLOSED)
     return JSONResponse(response.model_dump(), headers=headers)
 
 

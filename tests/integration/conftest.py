@@ -53,36 +53,49 @@ class Gateway:
                               text=True, timeout=timeout)
 
 
+def gateway_env(data: Path, port: int) -> dict[str, str]:
+    """The environment of a test gateway: its own data directory and port, a small engine."""
+    return {**os.environ, "FLYWHEEL_DATA_DIR": str(data), "FLYWHEEL_MODEL_PATH": str(default_model()),
+            "FLYWHEEL_PORT": str(port), "FLYWHEEL_REGISTRY_POLL_SECONDS": "0.25", "FLYWHEEL_KV_CACHE_GIB": "1",
+            "FLYWHEEL_MAX_MODEL_LEN": "1024", "FLYWHEEL_MAX_LORA_RANK": "16"}
+
+
+def launch(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, Gateway]:
+    """Start `flywheel serve --no-trainer` and wait until /ready answers 200."""
+    with open(log, "a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flywheel", "serve", "--no-trainer"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    url = f"http://127.0.0.1:{env['FLYWHEEL_PORT']}"
+    deadline = time.time() + READY_TIMEOUT
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"gateway did not become ready; log tail:\n{log.read_text()[-4000:]}")
+        time.sleep(1)
+    return proc, Gateway(url=url, env=env, model_dir=Path(env["FLYWHEEL_MODEL_PATH"]), log=log, pid=proc.pid)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gateway-data")
-    port = free_port()
-    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(data), "FLYWHEEL_MODEL_PATH": str(default_model()),
-           "FLYWHEEL_PORT": str(port), "FLYWHEEL_REGISTRY_POLL_SECONDS": "0.25", "FLYWHEEL_KV_CACHE_GIB": "1",
-           "FLYWHEEL_MAX_MODEL_LEN": "1024", "FLYWHEEL_MAX_LORA_RANK": "16"}
-    log = data / "gateway.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flywheel", "serve", "--no-trainer"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + READY_TIMEOUT
+    proc, gw = launch(gateway_env(data, free_port()), data / "gateway.log")
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"gateway did not become ready; log tail:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
-        yield Gateway(url=url, env=env, model_dir=Path(env["FLYWHEEL_MODEL_PATH"]), log=log, pid=proc.pid)
+        yield gw
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 @pytest.fixture(scope="session")
