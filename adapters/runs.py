@@ -146,6 +146,18 @@ class RunStore:
             )
             return int(cur.lastrowid)
 
+    def queue(self, adapter: str) -> int:
+        """Ask the watcher for a run: the adapter's waiting request if there is one, else a new one (its id)."""
+        with self._write() as conn:
+            row = conn.execute("SELECT MIN(id) FROM runs WHERE adapter = ? AND status = 'queued'", [adapter]).fetchone()
+            if row and row[0] is not None:
+                return int(row[0])  # one waiting request per adapter: a repeated POST does not pile up runs
+            cur = conn.execute(
+                "INSERT INTO runs (adapter, status, created_at, pid, host) VALUES (?,?,?,?,?)",
+                [adapter, "queued", self.clock(), os.getpid(), self.host],
+            )
+            return int(cur.lastrowid)
+
     def update(self, run_id: int, **values: object) -> None:
         """Set columns of one run (metrics given as a dict are stored as JSON)."""
         if "metrics" in values:

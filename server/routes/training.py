@@ -37,9 +37,9 @@ async def show_run(run_id: int, state: StateDep) -> dict:
 
 @router.post("/runs", status_code=202)
 async def request_run(body: RunRequest, state: StateDep) -> dict:
-    """Queue a training run for an adapter; the trainer watcher starts it."""
+    """Queue a training run for an adapter (or return the one already waiting); the trainer watcher starts it."""
     check_name(body.adapter)
     if body.adapter not in state.registry.adapters() and not state.feedback.count_signals(body.adapter):
         raise BadRequest(f"adapter {body.adapter!r} is neither registered nor has any feedback to train on", "adapter")
-    run_id = state.runs.create(body.adapter, "queued")
+    run_id = state.runs.queue(body.adapter)
     return asdict(state.runs.get(run_id))

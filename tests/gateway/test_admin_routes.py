@@ -115,6 +115,9 @@ def test_training_runs_are_queued_for_the_watcher(client: TestClient, base_dir: 
     assert run.status_code == 202 and run.json()["status"] == "queued"
     assert client.get(f"/admin/training/runs/{run.json()['id']}").json()["adapter"] == "bot"
     assert [r["id"] for r in client.get("/admin/training/runs?adapter=bot").json()] == [run.json()["id"]]
+    again = client.post("/admin/training/runs", json={"adapter": "bot"})  # still waiting: the same request
+    assert again.status_code == 202 and again.json()["id"] == run.json()["id"]
+    assert len(client.get("/admin/training/runs?adapter=bot").json()) == 1
     missing = client.get("/admin/training/runs/999")
     assert missing.status_code == 404 and missing.json()["error"]["message"] == "no training run 999"
 
