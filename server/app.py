@@ -110,9 +110,14 @@ async def enforce_retention(state: GatewayState, every_seconds: float = 3600) ->
     """Delete old unrated completions once an hour, off the event loop."""
     days = state.settings.feedback_retention_days
     while days:
-        deleted = await asyncio.to_thread(state.feedback.delete_completions_older_than, days * 86400)
-        if deleted:
-            logger.info("retention: deleted %d completions older than %g days", deleted, days)
+        try:
+            deleted = await asyncio.to_thread(state.feedback.delete_completions_older_than, days * 86400)
+        except Exception:  # a full or locked disk must not end retention for good: the next hour retries
+            logger.warning("retention: deleting old completions failed; retrying in %.0fs", every_seconds,
+                           exc_info=True)
+        else:
+            if deleted:
+                logger.info("retention: deleted %d completions older than %g days", deleted, days)
         await asyncio.sleep(every_seconds)
 
 
