@@ -140,11 +140,14 @@ class RunStore:
     def create(self, adapter: str, status: str = "queued") -> int:
         """Add a run row and return its id."""
         with self._write() as conn:
-            cur = conn.execute(
-                "INSERT INTO runs (adapter, status, created_at, pid, host) VALUES (?,?,?,?,?)",
-                [adapter, status, self.clock(), os.getpid(), self.host],
-            )
-            return int(cur.lastrowid)
+            return self._insert(conn, adapter, status)
+
+    def _insert(self, conn, adapter: str, status: str) -> int:
+        cur = conn.execute(
+            "INSERT INTO runs (adapter, status, created_at, pid, host) VALUES (?,?,?,?,?)",
+            [adapter, status, self.clock(), os.getpid(), self.host],
+        )
+        return int(cur.lastrowid)
 
     def queue(self, adapter: str) -> int:
         """Ask the watcher for a run: the adapter's waiting request if there is one, else a new one (its id)."""
@@ -152,11 +155,7 @@ class RunStore:
             row = conn.execute("SELECT MIN(id) FROM runs WHERE adapter = ? AND status = 'queued'", [adapter]).fetchone()
             if row and row[0] is not None:
                 return int(row[0])  # one waiting request per adapter: a repeated POST does not pile up runs
-            cur = conn.execute(
-                "INSERT INTO runs (adapter, status, created_at, pid, host) VALUES (?,?,?,?,?)",
-                [adapter, "queued", self.clock(), os.getpid(), self.host],
-            )
-            return int(cur.lastrowid)
+            return self._insert(conn, adapter, "queued")
 
     def update(self, run_id: int, **values: object) -> None:
         """Set columns of one run (metrics given as a dict are stored as JSON)."""

@@ -59,6 +59,7 @@ def plan_stages(sft_rows: int, dpo_pairs: int, kto_rows: int, config: TrainConfi
 
 def _common_args(config: TrainConfig, out_dir: Path, batch_size: int) -> dict:
     """TrainingArguments shared by all stages."""
+    dtype = compute_dtype(config)
     return {
         "output_dir": str(out_dir),
         "learning_rate": config.learning_rate,
@@ -73,8 +74,8 @@ def _common_args(config: TrainConfig, out_dir: Path, batch_size: int) -> dict:
         "seed": config.seed,
         "data_seed": config.seed,
         "max_length": config.max_length,
-        "bf16": compute_dtype(config) == torch.bfloat16,
-        "fp16": compute_dtype(config) == torch.float16,  # only ever on a GPU (see compute_dtype)
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,  # only ever on a GPU (see compute_dtype)
         "use_cpu": not torch.cuda.is_available(),
         "logging_steps": 1,
         "save_strategy": "no",
