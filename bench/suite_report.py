@@ -210,8 +210,8 @@ def _lora_cost_section(report: SuiteReport) -> str:
             f"Slowdown against the base model (base tokens/s / adapter tokens/s): {'; '.join(costs) or '-'}. "
             "Where it is above 2x, the cause is vLLM's CPU LoRA path, not the gateway (issue 2's run measured "
             "vLLM's own server at the same cost), from reading `vllm/lora/punica_wrapper/punica_cpu.py` and "
-            "`vllm/lora/ops/torch_ops/lora_ops.py` and DESIGN.md's profile (LoRA ops about two thirds of a "
-            "4-adapter step):\n\n"
+            "`vllm/lora/ops/torch_ops/lora_ops.py` and the profile in docs/architecture.md, \"LoRA on the CPU\" "
+            "(LoRA ops about two thirds of a 4-adapter step):\n\n"
             "- **Kernel path.** Every LoRA linear (q/k/v as three slices, o) runs `bgmv_shrink` then "
             "`bgmv_expand`: `lora_weights[token_indices]` copies a whole rank x hidden matrix *per token*, then "
             "`einsum('bi,boi->bo')` does one matrix-vector product per token. Tokens of the same adapter share "
@@ -229,14 +229,14 @@ def _lora_cost_section(report: SuiteReport) -> str:
             "out of slots (a copy from the CPU cache) as requests finish.\n\n"
             "What would close it, in order of payoff: (1) a grouped kernel, one GEMM per active adapter over its "
             "tokens (`x[rows_of_adapter] @ A_i @ B_i`, the real punica SGMV semantics) instead of a weight copy "
-            "per token; DESIGN.md measured multiplying against all slots' stacked A and B at once at 1.3x on a "
+            "per token; multiplying against all slots' stacked A and B at once measured 1.3x on a "
             "4-adapter batch; (2) keep LoRA math in the model dtype (bf16 AMX/AVX-512 GEMM) or pre-cast the "
             "stacked weights once at load, so no per-call casts; (3) compute the index expansion once per step, "
             "not per op (it is the same for every layer); fuse q/k/v shrink into one GEMM against the "
             "concatenated A; (4) `max_loras` >= the number of adapters active at once (slots cost only "
             "rank x hidden x layers of memory at rank 8); (5) for a single hot adapter, serve it merged into the "
             "base weights (zero LoRA cost); (6) run the engine in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, "
-            "1.6x offline per DESIGN.md) to give the ops the second core.")
+            "1.6x offline, docs/architecture.md, \"LoRA on the CPU\") to give the ops the second core.")
 
 
 def markdown(report: SuiteReport) -> str:
