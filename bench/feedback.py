@@ -24,7 +24,7 @@ from bench.feedback_load import FeedbackLoadResult, FeedbackProcess
 from bench.hardware import Hardware, detect
 from bench.load import PROMPTS, LoadSpec, LoadSummary, run_load
 from bench.progress import Steps
-from bench.report import markdown_table, ratio, write
+from bench.report import hardware_section, markdown_table, ratio, write
 from bench.servers import REPO, EngineFlags, gateway_server
 
 # issue 3's targets
@@ -203,8 +203,7 @@ def markdown(report: FeedbackReport) -> str:
     return "\n\n".join([
         "# Feedback ingestion under chat load",
         "Produced by `flywheel bench feedback`, against one gateway (vLLM engine, default settings otherwise).",
-        "## Hardware\n\n" + report.hardware.markdown() + "\n- Load average when the run ended: "
-        + ", ".join(f"{x:.2f}" for x in report.load_average_at_end),
+        hardware_section(report.hardware, report.load_average_at_end),
         f"## Settings\n\n- Feedback: at least {c.submissions} `POST /v1/feedback` per phase, {c.inflight} in flight "
         f"(a lean asyncio HTTP/1.1 client in its own process), spread over {c.completions} real completions, "
         f"each a distinct user and feedback_id (every one a new row)\n- Chat: {c.chat_concurrency} concurrent "

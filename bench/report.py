@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+
+from bench.hardware import Hardware
 
 
 def ratio(numerator: float, denominator: float) -> float | None:
@@ -25,6 +28,12 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def hardware_section(hardware: Hardware, load_average_at_end: Sequence[float], title: str = "Hardware") -> str:
+    """A page's hardware section: the machine, and the load average at the start and the end of the run."""
+    return (f"## {title}\n\n" + hardware.markdown() + "\n- Load average when the run ended: "
+            + ", ".join(f"{x:.2f}" for x in load_average_at_end))
 
 
 def write(out_dir: Path, stem: str, data: dict, markdown: str) -> tuple[Path, Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bench.load import LoadSummary
-from bench.report import markdown_table, ratio
+from bench.report import hardware_section, markdown_table, ratio
 
 if TYPE_CHECKING:
     from bench.serve import ServeReport
@@ -65,8 +65,7 @@ def markdown(report: ServeReport) -> str:
         "# Gateway vs vLLM's own OpenAI server",
         "Produced by `flywheel bench serve`. Same model, engine flags and load on both; the servers ran "
         "one after the other, never at once.",
-        "## Hardware\n\n" + hw.markdown() + "\n- Load average when the run ended: "
-        + ", ".join(f"{x:.2f}" for x in report.load_average_at_end),
+        hardware_section(hw, report.load_average_at_end),
         "## Settings\n\n"
         f"- Model: `{f.model_dir.name}`, dtype {f.engine_dtype}, max model len {f.max_model_len}, LoRA enabled "
         f"(max loras {f.max_loras}, max rank {f.max_lora_rank}), max num seqs {f.max_num_seqs}, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.cpu import CLIENT_NICE
-from bench.report import markdown_table, write
+from bench.report import hardware_section, markdown_table, write
 from bench.soak_plot import plot
 from bench.soak_report import MAX_P99_RATIO, MAX_RSS_GROWTH, SoakReport, p99_flatness, sample_at
 
@@ -106,8 +106,7 @@ def markdown(report: SoakReport) -> str:
         "# Soak: mixed chat, feedback and hot-swaps against one gateway",
         f"Produced by `flywheel bench soak`; this run: `{command(report)}`.",
         _targets_section(report),
-        "## Hardware and load\n\n" + report.hardware.markdown() + "\n- Load average when the run ended: "
-        + ", ".join(f"{x:.2f}" for x in report.load_average_at_end),
+        hardware_section(report.hardware, report.load_average_at_end, "Hardware and load"),
         f"## Settings\n\n- One gateway on a fresh data directory: model `{f.model_dir.name}`, {f.engine_dtype}, "
         f"max model len {f.max_model_len}, max_loras {f.max_loras}, max num seqs {f.max_num_seqs}, KV cache "
         f"{f.kv_cache_gib} GiB, eager mode, no trainer.\n"
