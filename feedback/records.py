@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-Rating = Literal["up", "down"]
+from feedback.vocabulary import Rating
 
 
 def choice_indexes(choices: list[dict]) -> list[int]:

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     completion_id TEXT NOT NULL,
     adapter TEXT,
     adapter_version INTEGER,
-    rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
+    rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),  -- feedback/vocabulary.py RATINGS
     choice_index INTEGER NOT NULL,
     comment TEXT,
     correction TEXT,

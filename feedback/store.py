@@ -32,7 +32,7 @@ from feedback.checkpointer import Checkpointer
 from feedback.errors import CompletionNotFound, FeedbackNotFound
 from feedback.pairs import resolve_pair
 from feedback.queries import StoreQueries
-from feedback.records import CompletionRecord, CompletionRef, FeedbackRecord, PairRecord, Rating, choice_indexes
+from feedback.records import CompletionRecord, CompletionRef, FeedbackRecord, PairRecord, choice_indexes
 from feedback.schema import (
     COMPLETION_COLUMNS,
     FEEDBACK_COLUMNS,
@@ -55,6 +55,7 @@ from feedback.validation import (
     rating_problems,
     text_problems,
 )
+from feedback.vocabulary import Rating
 from feedback.writer import BatchWriter
 
 BUSY_TIMEOUT_S = 30.0

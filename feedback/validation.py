@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 
 from feedback.errors import InvalidFeedback
+from feedback.vocabulary import RATINGS, ROLES
 
 MAX_COMMENT_CHARS = 4_000
 MAX_CORRECTION_CHARS = 32_000
 MAX_ANSWER_CHARS = 32_000
 MAX_PROMPT_MESSAGES = 256
-RATINGS = ("up", "down")
-ROLES = ("system", "user", "assistant", "tool", "developer")
 FEEDBACK_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # C0 controls except tab, newline and carriage return: they are never meaningful text and NUL breaks
 # many downstream tools (C strings, some JSONL readers).
@@ -42,7 +41,7 @@ def text_problems(name: str, value: object, max_chars: int, *, required: bool = 
 def rating_problems(rating: object) -> list[str]:
     """Problems with a rating value."""
     if rating not in RATINGS:
-        return [f"rating must be 'up' or 'down', got {rating!r}"]
+        return [f"rating must be {' or '.join(map(repr, RATINGS))}, got {rating!r}"]
     return []
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from feedback.vocabulary import Rating, Role
 
 
 class FeedbackRequest(BaseModel):
@@ -13,7 +13,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     completion_id: str = Field(max_length=128)
-    rating: Literal["up", "down"]
+    rating: Rating
     choice_index: int = Field(0, ge=0)
     comment: str | None = None
     correction: str | None = None
@@ -22,7 +22,7 @@ class FeedbackRequest(BaseModel):
 
 
 class PairMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
+    role: Role
     content: str
 
 
