@@ -1,4 +1,7 @@
-"""One training run end to end: lock, data, stages, save, gate, register, promotion policy.
+"""One training run end to end: take the adapter's lock, load the data, call the pipeline, record the outcome.
+
+`trainer.pipeline` does the work (stages, save, gate, register, promotion policy); this module only calls it,
+so a run flows one way: watcher -> job -> pipeline.
 
 Failure safety: any exception (MemoryError included) marks the run failed with its reason and registers
 nothing. The adapter is written to a temp dir and registered with the registry's atomic copy, so a
@@ -17,28 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.base_model import BaseModelInfo
-from adapters.errors import AdapterNotFound
 from adapters.registry import Registry
-from adapters.runs import Run, RunStore
-from adapters.version import AdapterVersion
-from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy, config_dict
-from trainer.dataset import TrainingData, from_feedback, screen
+from adapters.runs import REFUSED_KEY, Run, RunStore
+from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy
+from trainer.dataset import TrainingData, from_feedback
+from trainer.errors import DataRejected
 
 logger = logging.getLogger(__name__)
-
-MAX_LINEAGE_IDS = 2000  # keep the version's metrics row small; the dataset hash covers the rest
-
-
-class DataRejected(Exception):
-    """The exported data is empty or poisoned; `problems` lists why."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("training data refused: " + "; ".join(problems))
-
-
-class Cancelled(Exception):
-    """A stop was requested (SIGTERM to the watcher) before the run finished."""
 
 
 @dataclass
@@ -65,14 +53,6 @@ class TrainerSettings:
 
 
 DataSource = Callable[[str], TrainingData]
-
-
-def production_of(registry: Registry, adapter: str) -> AdapterVersion | None:
-    """The adapter's production version, or None for an adapter not registered or without production."""
-    try:
-        return registry.resolve(adapter)
-    except AdapterNotFound:
-        return None
 
 
 def run_job(
@@ -107,7 +87,7 @@ def run_job(
                 stage="done",
             )
         except DataRejected as e:
-            store.finish(run_id, "failed", error=str(e), metrics={"problems": e.problems})
+            store.finish(run_id, "failed", error=str(e), metrics={REFUSED_KEY: e.problems})
         except Exception as e:  # MemoryError and Cancelled included
             logger.exception("run %d for %s failed", run_id, adapter)
             store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
@@ -134,22 +114,3 @@ def _load_data(
         return data(adapter)
     return from_feedback(settings.feedback_db, adapter)
 
-
-def version_metrics(data: TrainingData, settings: TrainerSettings, extra: dict) -> dict:
-    """The lineage and numbers stored on a registered version."""
-    ids = data.feedback_ids
-    return {
-        "feedback_count": len(ids),
-        "feedback_ids": ids[:MAX_LINEAGE_IDS],
-        "feedback_ids_truncated": len(ids) > MAX_LINEAGE_IDS,
-        "dataset_hash": data.dataset_hash,
-        "config": config_dict(settings.lora, settings.train, settings.gate, settings.promotion),
-        **extra,
-    }
-
-
-def screen_or_raise(data: TrainingData, preference: str | None, config: TrainConfig) -> None:
-    """Raise DataRejected when the data is empty or poisoned."""
-    problems = screen(data, preference, config.max_example_chars)
-    if problems:
-        raise DataRejected(problems)

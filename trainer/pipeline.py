@@ -1,4 +1,7 @@
-"""The body of a run once the lock is held: plan, train the stages, save, gate, register, promote."""
+"""The body of a run once the lock is held: plan, screen, train the stages, save, gate, register, promote.
+
+`trainer.job` calls `Pipeline.run`; nothing here calls back into it (the settings are only a type here).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +11,56 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from adapters.errors import AdapterNotFound
 from adapters.names import CANARY
 from adapters.registry import Registry
 from adapters.runs import RunStore
 from adapters.version import AdapterVersion
-from trainer.dataset import TrainingData
+from trainer.config import TrainConfig, config_dict
+from trainer.dataset import TrainingData, screen
+from trainer.errors import Cancelled, DataRejected
 from trainer.gate import GateResult, evaluate
-from trainer.job import Cancelled, TrainerSettings, production_of, screen_or_raise, version_metrics
 from trainer.progress import RunProgress
 from trainer.qlora import compute_dtype, load_tokenizer, load_trainable, save_adapter
 from trainer.stages import StagePlan, StageResult, plan_stages, train_dpo, train_kto, train_sft
 
+if TYPE_CHECKING:
+    from trainer.job import TrainerSettings
+
 logger = logging.getLogger(__name__)
 
 STAGES = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto}
+MAX_LINEAGE_IDS = 2000  # keep the version's metrics row small; the dataset hash covers the rest
+
+
+def production_of(registry: Registry, adapter: str) -> AdapterVersion | None:
+    """The adapter's production version, or None for an adapter not registered or without production."""
+    try:
+        return registry.resolve(adapter)
+    except AdapterNotFound:
+        return None
+
+
+def screen_or_raise(data: TrainingData, preference: str | None, config: TrainConfig) -> None:
+    """Raise DataRejected when the data is empty or poisoned."""
+    problems = screen(data, preference, config.max_example_chars)
+    if problems:
+        raise DataRejected(problems)
+
+
+def version_metrics(data: TrainingData, settings: TrainerSettings, extra: dict) -> dict:
+    """The lineage and numbers stored on a registered version."""
+    ids = data.feedback_ids
+    return {
+        "feedback_count": len(ids),
+        "feedback_ids": ids[:MAX_LINEAGE_IDS],
+        "feedback_ids_truncated": len(ids) > MAX_LINEAGE_IDS,
+        "dataset_hash": data.dataset_hash,
+        "config": config_dict(settings.lora, settings.train, settings.gate, settings.promotion),
+        **extra,
+    }
 
 
 @dataclass
