@@ -120,6 +120,11 @@ class FeedbackStore(StoreQueries):
         self._readers_lock = threading.Lock()
         self._closed = False
 
+    @property
+    def writer(self) -> BatchWriter:
+        """The batch writer; its `failing`, `batches_failed` and `writes_dropped` say whether writes land."""
+        return self._writer
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from server.state_metrics import ScrapeSource, StateCollector
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -70,3 +72,9 @@ class Metrics:
         counts[0] += rating == "up"
         counts[1] += 1
         self.up_rate.labels(adapter, version).set(counts[0] / counts[1])
+
+    def watch(self, source: ScrapeSource) -> StateCollector:
+        """Also export what is read from `source` at scrape time (server/state_metrics.py)."""
+        collector = StateCollector(source)
+        self.registry.register(collector)
+        return collector

@@ -32,6 +32,9 @@ class GatewayState:
     startup_error: str | None = None  # why the engine is not serving: failed to start, or died
     engine_died: bool = False  # the gateway shuts down and `flywheel serve` exits non-zero
 
+    def __post_init__(self) -> None:
+        self.metrics.watch(self)  # engine readiness, aliases, runs and store health, read at scrape time
+
 
 async def get_state(request: Request) -> GatewayState:
     return request.app.state.flywheel
