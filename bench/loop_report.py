@@ -1,5 +1,5 @@
-"""The loop benchmark's results: bench_loop.json (every number), bench_loop.md (tables), bench_loop.png (plot);
-`bench_loop_noise20.*` for a run with `--noise 0.2`.
+"""The loop benchmark's results: bench_loop_<preference>_seed<N>[_noise20].json (every number), .md (tables)
+and .png (plot), one set per run.
 
 matplotlib is not in the project's environment, so the plot is drawn with Pillow, which vLLM pulls in.
 """
@@ -25,15 +25,20 @@ class RoundResult:
     served: str  # the adapter version production answered with on the held-out prompts
     satisfied: float  # held-out share meeting the hidden preference
     heldout_answers: int
+    correctness: float | None = None  # share of the closed-book questions production answered right (greedy)
+    questions: int = 0
+    degenerate: float | None = None  # share of the held-out answers that are empty or loop
     ratings: int = 0
     ratings_up: int = 0
     corrections: int = 0
+    noisy: int = 0  # ratings flipped or corrections made wrong or sloppy by the noise
     rated_satisfied: float | None = None  # share of the rated (training-prompt) answers that were satisfying
     run_status: str | None = None
     gate_passed: bool | None = None
     gate_reasons: list[str] = field(default_factory=list)
     feedback_used: int | None = None
     candidate_ppl: float | None = None
+    candidate_correctness: float | None = None  # the gate's closed-book accuracy of the candidate
     production_ppl: float | None = None
     ppl_change_vs_base: float | None = None  # production's general perplexity after the round vs the base's
     stages: list[dict] = field(default_factory=list)
@@ -48,43 +53,62 @@ STEM = "bench_loop"
 
 
 def stem(config: LoopConfig) -> str:
-    """bench_loop, or bench_loop_noise20 for a run with 20% of ratings flipped (both results are published)."""
-    return STEM + (f"_noise{round(config.noise * 100)}" if config.noise else "")
-MAX_ROUNDS = 3  # issue 5: the target must be met within 3 rounds
+    """bench_loop_<preference>_seed<N>, with _noise20 for a run with 20% noise: one page per published run."""
+    return f"{STEM}_{config.preference}_seed{config.seed}" + (f"_noise{round(config.noise * 100)}" if config.noise
+                                                               else "")
+
+
+MAX_ROUNDS = 3  # the target must be met within 3 rounds
 MAX_PPL_INCREASE = 0.10
+MAX_CORRECTNESS_DROP = 0.02  # every round: closed-book correctness >= the base's minus 2 points
 
 
 def targets(config: LoopConfig, rounds: list[RoundResult]) -> dict:
-    """Issue 5's targets: >= 80% (>= 70% with 20% noise) within 3 rounds, general perplexity <= +10%."""
+    """>= 80% (>= 70% with 20% noise) within 3 rounds; in every round correctness and perplexity hold.
+
+    The worst round is the trained round with the lowest correctness (ties: the highest perplexity).
+    """
     threshold = 0.7 if config.noise >= 0.2 else 0.8
     hit = next((r for r in rounds[1:MAX_ROUNDS + 1] if r.satisfied >= threshold), None)
-    ppl_ok = hit is not None and (hit.ppl_change_vs_base or 0.0) <= MAX_PPL_INCREASE
+    base_correct = rounds[0].correctness if rounds else None
+    trained = rounds[1:]
+    worst = min(trained, key=lambda r: (r.correctness or 0.0, -(r.ppl_change_vs_base or 0.0)), default=None)
+    held = all((base_correct is None or (r.correctness or 0.0) >= base_correct - MAX_CORRECTNESS_DROP)
+               and (r.ppl_change_vs_base or 0.0) <= MAX_PPL_INCREASE for r in trained)
     return {"threshold": threshold, "base_rate": rounds[0].satisfied if rounds else None,
-            "best": max((r.satisfied for r in rounds[1:]), default=None),
+            "best": max((r.satisfied for r in trained), default=None),
             "reached_in_round": hit.round if hit else None,
-            "ppl_change_at_that_round": hit.ppl_change_vs_base if hit else None,
-            "met": bool(hit and ppl_ok)}
+            "base_correctness": base_correct,
+            "worst_round": worst.round if worst else None,
+            "worst_correctness": worst.correctness if worst else None,
+            "worst_ppl_change": worst.ppl_change_vs_base if worst else None,
+            "quality_held": held,
+            "met": bool(hit and held)}
 
 
 def table_rows(rounds: list[RoundResult]) -> list[list[object]]:
     """One row per round, for the markdown and the console tables."""
-    return [[r.round, r.served, f"{r.satisfied:.1%}", r.ratings or "-", r.ratings_up if r.ratings else "-",
-             r.corrections if r.ratings else "-", r.feedback_used, r.run_status or "-",
-             r.candidate_ppl, r.production_ppl,
+    return [[r.round, r.served, f"{r.satisfied:.1%}", _pct(r.correctness), _pct(r.degenerate), r.ratings or "-",
+             r.ratings_up if r.ratings else "-", r.corrections if r.ratings else "-", r.noisy if r.ratings else "-",
+             r.feedback_used, r.run_status or "-", r.candidate_ppl, r.production_ppl,
              f"{r.ppl_change_vs_base:+.1%}" if r.ppl_change_vs_base is not None else "-",
              r.rate_s, r.train_s, r.eval_s, r.wall_s] for r in rounds]
 
 
-HEADERS = ["round", "served", "held-out satisfied", "ratings", "up", "corrections", "feedback used", "run",
-           "candidate ppl", "production ppl (gate)", "production ppl vs base", "rating s", "train s", "measure s",
-           "round wall s"]
+HEADERS = ["round", "served", "held-out satisfied", "correct", "degenerate", "ratings", "up", "corrections",
+           "noisy", "feedback used", "run", "candidate ppl", "production ppl (gate)", "production ppl vs base",
+           "rating s", "train s", "measure s", "round wall s"]
 
 
 def markdown(config: LoopConfig, hardware: Hardware, rounds: list[RoundResult], verdict: dict, total_s: float) -> str:
     """The human-readable report."""
     pref = PREFERENCES[config.preference]
     met = "**met**" if verdict["met"] else "**not met**"
-    steps = f"{config.max_steps} steps per stage max" if config.max_steps else "no step cap"
+    from trainer.config import GateConfig, LoraRecipe, TrainConfig
+
+    lora, train, gate = LoraRecipe(), TrainConfig(), GateConfig()
+    steps = (f"**smoke run: {config.smoke_steps} steps per stage, not the recipe**" if config.smoke_steps
+             else "no step cap")
     gates = [f"- round {r.round}: {'; '.join(r.gate_reasons)}" for r in rounds if r.gate_reasons]
     stages = [f"- round {r.round}: " + ", ".join(f"{s['name']} {s['steps']} steps on {s['examples']} rows "
                                                  f"in {s['seconds']:.0f}s (loss {s['train_loss']:.3f})"
@@ -93,23 +117,33 @@ def markdown(config: LoopConfig, hardware: Hardware, rounds: list[RoundResult], 
     return "\n".join([
         "# Loop benchmark: does feedback teach the adapter what users want?", "",
         f"Simulated users ({config.users}) hide one preference, **{pref.name}** ({pref.description}), rate every "
-        f"answer up or down by it ({config.noise:.0%} of ratings flipped) and send the fixed answer as a "
-        f"correction on {config.corrections:.0%} of down ratings. Each round: {config.ratings_per_round} rated "
-        "answers on training prompts through the gateway, one `flywheel train --promotion auto` run, then "
-        f"held-out satisfaction of production ({rounds[0].heldout_answers if rounds else 0} held-out prompts, "
-        f"temperature {config.temperature}, max_tokens {config.max_tokens}, {config.concurrency} concurrent).", "",
+        f"answer up or down by it and send the fixed answer as a correction on {config.corrections:.0%} of down "
+        f"ratings. Noise {config.noise:.0%}: that share of ratings is flipped and, independently, of corrections "
+        "made wrong (the fix of another question's answer) or sloppy (half the answer, unfixed). Each round: "
+        f"{config.ratings_per_round} rated answers on training prompts through the gateway, one "
+        "`flywheel train --promotion auto` run on the trainer's defaults, then production is measured: held-out "
+        f"satisfaction ({rounds[0].heldout_answers if rounds else 0} held-out prompts, temperature "
+        f"{config.temperature}, max_tokens {config.max_tokens}, {config.concurrency} concurrent), closed-book "
+        f"correctness ({rounds[0].questions if rounds else 0} questions of the gate's set, greedy) and the share "
+        f"of degenerate (empty or looping) held-out answers. Users' seed {config.seed}.", "",
         "Reproduce: `flywheel bench loop` (this run: " + _command(config) + ").", "",
         markdown_table(HEADERS, table_rows(rounds)), "",
-        f"Target (issue 5): from the base rate to >= {verdict['threshold']:.0%} within {MAX_ROUNDS} rounds of at "
-        f"most 300 ratings, with general perplexity at most +{MAX_PPL_INCREASE:.0%}: {met} "
+        f"Target: from the base rate to >= {verdict['threshold']:.0%} within {MAX_ROUNDS} rounds of at most 300 "
+        f"ratings, and in every round closed-book correctness at least the base's minus "
+        f"{MAX_CORRECTNESS_DROP * 100:.0f} points and general perplexity at most +{MAX_PPL_INCREASE:.0%}: {met} "
         f"(base rate {_pct(verdict['base_rate'])}, best {_pct(verdict['best'])}, reached in round "
-        f"{verdict['reached_in_round'] or '-'}). Total wall time {total_s / 60:.1f} min.", "",
-        "## Recipe", "",
-        f"QLoRA SFT (loss on the completion only) then the preference stage the trainer picks (DPO on correction "
-        f"pairs), r=16 on all 7 projections (continued from production each round), lr {config.learning_rate}, "
-        f"{config.epochs:g} epochs, batch {config.batch_size}, DPO beta {config.dpo_beta}, {steps}, "
-        f"{config.threads} training thread(s); "
-        "default gate (preference win rate >= 50%, answer log-likelihood drop <= 0.05, perplexity <= +10%).", "",
+        f"{verdict['reached_in_round'] or '-'}; base correctness {_pct(verdict['base_correctness'])}, worst round "
+        f"{verdict['worst_round'] if verdict['worst_round'] is not None else '-'} at "
+        f"{_pct(verdict['worst_correctness'])} correct, perplexity "
+        f"{_signed(verdict['worst_ppl_change'])} vs the base). Total wall time {total_s / 60:.1f} min.", "",
+        "## Recipe: the trainer's defaults", "",
+        f"SFT (loss on the completion only) then the preference stage the trainer picks (DPO on correction "
+        f"pairs, KTO on ratings alone), r={lora.r} alpha={lora.alpha:g} on {len(lora.target_modules)} "
+        f"projections (continued from production each round), lr {train.learning_rate}, {train.epochs:g} epochs, "
+        f"batch {train.batch_size} x {train.grad_accumulation} accumulation, DPO beta {train.dpo_beta}, "
+        f"4-bit base {train.load_in_4bit}, {steps}; default gate (preference win rate >= "
+        f"{gate.min_preference_win_rate:.0%}, perplexity <= +{gate.max_ppl_increase:.0%}, closed-book correctness "
+        f"at most {gate.max_correctness_drop * 100:.0f} points below production and the base).", "",
         *stages, "", "## Gate reasons", "", *(gates or ["- none: every candidate passed"]), "",
         "## One held-out answer per round", "", *samples, "",
         "## Hardware", "", hardware.markdown(), "",
@@ -122,15 +156,19 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
 def _command(config: LoopConfig) -> str:
-    parts = [f"--preference {config.preference}", f"--rounds {config.rounds}",
+    parts = [f"--preference {config.preference}", f"--seed {config.seed}", f"--rounds {config.rounds}",
              f"--ratings-per-round {config.ratings_per_round}", f"--noise {config.noise}"]
-    if config.max_steps:
-        parts.append(f"--max-steps {config.max_steps}")
-    if config.dpo_beta != 0.1:
-        parts.append(f"--dpo-beta {config.dpo_beta}")
+    if config.smoke_steps:
+        parts.append("--quick")
     if config.heldout:
         parts.append(f"--heldout {config.heldout}")
+    if config.questions:
+        parts.append(f"--questions {config.questions}")
     return "`flywheel bench loop " + " ".join(parts) + "`"
 
 

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     pin_api_cpus: bool = Field(
         True, description="CPU serving: keep the API and vLLM's engine-core process off the worker's cores."
     )
+    tool_call_parser: str | None = Field(
+        "hermes", description="vLLM tool parser that reads tool calls out of answers (`tools` in chat requests); "
+        "hermes fits the default model's ChatML. Empty: requests with tools get 400."
+    )
     engine_spin_wait: bool = Field(
         False, description="CPU serving: let vLLM's engine core spin while its worker computes (vLLM's default) "
         "instead of sleeping (server/engine_wait.py)."
@@ -120,6 +124,12 @@ class Settings(BaseSettings):
                                          "over production.")
     gate_max_ppl_increase_vs_base: float | None = Field(0.10, ge=0, description="Gate: allowed general perplexity "
                                                         "increase over the base model (drift across rounds).")
+    gate_max_correctness_drop: float = Field(0.02, ge=0, le=1, description="Gate: allowed drop in closed-book "
+                                             "accuracy (a share) below production's and below the base model's.")
+    gate_correctness_set: Path | None = Field(None, description="Gate: closed-book questions (JSON lines with id, "
+                                              "question, answers); unset: the set shipped with the trainer.")
+    gate_correctness_questions: int | None = Field(None, ge=1, description="Gate: ask only the first N closed-book "
+                                                   "questions (unset: all; each costs three short generations).")
     promotion_policy: Literal["manual", "auto", "canary"] = Field(
         "manual", description="What a candidate that passed the gate becomes: manual, auto or canary."
     )

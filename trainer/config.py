@@ -130,6 +130,11 @@ class GateConfig:
         default=0.5,
         metadata={"help": "Share of held-out pairs where the candidate's chosen-rejected margin beats production's."},
     )
+    saturated_preference_accuracy: float = field(
+        default=0.9,
+        metadata={"help": "When production already prefers chosen over rejected on this share of held-out pairs, "
+                  "the preference check is skipped (its win rate is noise) and the run record says so."},
+    )
     max_loglik_drop: float = field(
         default=0.05,
         metadata={"help": "Largest allowed drop in mean per-token log-likelihood of held-out up-rated answers."},
@@ -146,12 +151,38 @@ class GateConfig:
     general_text_limit: int | None = field(
         default=None, metadata={"help": "Use only the first N general-text paragraphs (None: all)."}
     )
+    max_correctness_drop: float = field(
+        default=0.02,
+        metadata={"help": "Correctness check: the candidate's closed-book accuracy may fall at most this much "
+                  "(a share: 0.02 is 2 points) below production's, and below the base model's."},
+    )
+    max_degenerate_increase: float = field(
+        default=0.10,
+        metadata={"help": "Correctness check: the share of empty or looping answers to held-out traffic prompts "
+                  "may exceed production's by at most this much."},
+    )
+    correctness_set: str | None = field(
+        default=None,
+        metadata={"help": "Closed-book questions (JSON lines: id, question, answers); None: the shipped set."},
+    )
+    correctness_limit: int | None = field(
+        default=None, metadata={"help": "Ask only the first N closed-book questions (None: all)."}
+    )
+    traffic_prompts: int = field(
+        default=16, metadata={"help": "Held-out traffic prompts answered for the degeneration check."}
+    )
+    answer_tokens: int = field(default=32, metadata={"help": "Longest generated answer in tokens."})
     batch_size: int = field(default=8, metadata={"help": "Sequences per evaluation forward pass."})
     max_length: int = field(default=512, metadata={"help": "Longest evaluated sequence in tokens."})
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_preference_win_rate <= 1:
-            raise ValueError(f"min_preference_win_rate={self.min_preference_win_rate} must be in [0, 1]")
+        if not 0 <= self.max_correctness_drop <= 1 or not 0 <= self.max_degenerate_increase <= 1:
+            raise ValueError("max_correctness_drop and max_degenerate_increase must be in [0, 1]")
+        if self.answer_tokens < 1 or self.traffic_prompts < 0:
+            raise ValueError("answer_tokens must be >= 1 and traffic_prompts >= 0")
+        if not 0 <= self.min_preference_win_rate <= 1 or not 0 < self.saturated_preference_accuracy <= 1:
+            raise ValueError(f"min_preference_win_rate={self.min_preference_win_rate} must be in [0, 1] and "
+                             f"saturated_preference_accuracy={self.saturated_preference_accuracy} in (0, 1]")
         if self.max_ppl_increase_vs_base is not None and self.max_ppl_increase_vs_base < 0:
             raise ValueError("max_ppl_increase_vs_base must be >= 0 (or None to disable it)")
         if self.max_loglik_drop < 0 or self.max_ppl_increase < 0:

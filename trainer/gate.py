@@ -1,9 +1,11 @@
 """The evaluation gate: a candidate adapter against production on held-out feedback and general text.
 
-Three checks, scored with transformers on the unquantized base (the engine serves it unquantized too):
+Four checks, run with transformers on the unquantized base (the engine serves it unquantized too):
 preference accuracy (does the candidate widen logp(chosen) - logp(rejected) more than production),
-the likelihood of held-out up-rated answers, and perplexity on general English text shipped in
-`trainer/data/` (catches forgetting, e.g. the repetition DESIGN.md saw after aggressive SFT).
+the likelihood of held-out up-rated answers, perplexity on general English text shipped in
+`trainer/data/` (forgetting), and the correctness of generated answers: closed-book accuracy and
+degenerate answers on held-out traffic (`trainer.correctness`; docs/architecture.md, "The gate").
+Likelihoods alone pass a candidate that states wrong facts in the preferred style; the last check does not.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from trainer import correctness
 from trainer.config import GateConfig
 from trainer.dataset import HeldOut
 from trainer.qlora import load_tokenizer
@@ -87,14 +90,24 @@ def _check_preference(scorer: Scorer, held: HeldOut, config: GateConfig, metrics
     m = _preference(scorer, held.pairs)
     wins = [1.0 if c > p else 0.5 if c == p else 0.0 for c, p in zip(m[CANDIDATE], m[PRODUCTION], strict=True)]
     win_rate = sum(wins) / len(wins)
+    production_accuracy = sum(p > 0 for p in m[PRODUCTION]) / len(wins)
     metrics.update(
         preference_pairs=len(wins),
         preference_win_rate=round(win_rate, 4),
         candidate_preference_accuracy=round(sum(c > 0 for c in m[CANDIDATE]) / len(wins), 4),
-        production_preference_accuracy=round(sum(p > 0 for p in m[PRODUCTION]) / len(wins), 4),
+        production_preference_accuracy=round(production_accuracy, 4),
         candidate_mean_margin=round(sum(m[CANDIDATE]) / len(wins), 4),
         production_mean_margin=round(sum(m[PRODUCTION]) / len(wins), 4),
     )
+    if production_accuracy >= config.saturated_preference_accuracy:
+        # Production already prefers chosen over rejected on nearly every pair: the candidate can only tie or
+        # lose a little, so win rate is noise. Judge it on answers, drift and correctness alone, and say so.
+        metrics["preference_check"] = (
+            f"saturated: production already prefers the chosen answer on {production_accuracy:.0%} of pairs "
+            f"(>= {config.saturated_preference_accuracy:.0%}); judged on answers, forgetting and correctness alone"
+        )
+        return
+    metrics["preference_check"] = "applied"
     if win_rate < config.min_preference_win_rate:
         reasons.append(
             f"preference: candidate beats production's chosen-rejected margin on {win_rate:.0%} of "
@@ -144,6 +157,58 @@ def _check_forgetting(scorer: Scorer, config: GateConfig, metrics: dict, reasons
             )
 
 
+def _traffic_prompts(held: HeldOut, limit: int) -> list[list[dict]]:
+    """Distinct held-out prompts from the adapter's own traffic, in feedback order."""
+    seen: dict[str, list[dict]] = {}
+    for row in [*held.answers, *held.pairs]:
+        seen.setdefault(repr(row["prompt"]), row["prompt"])
+    return list(seen.values())[:limit]
+
+
+def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metrics: dict, reasons: list[str]) -> None:
+    """Closed-book accuracy against production and the base; degenerate answers on held-out traffic."""
+    try:
+        questions = correctness.closed_book(config.correctness_set, config.correctness_limit)
+    except correctness.EvalSetError as e:
+        reasons.append(f"correctness: cannot score the candidate: {e}")
+        return
+    generator = correctness.Generator(scorer, config.answer_tokens)
+    prompts = [correctness.question_prompt(q) for q in questions]
+    traffic = _traffic_prompts(held, config.traffic_prompts)
+    # With no production version yet, the base serves the adapter's name: it stands in for production.
+    serving = PRODUCTION if scorer.models.has_production else BASE
+    accuracy, broken, samples = {}, {}, {}
+    for name in dict.fromkeys((CANDIDATE, serving, BASE)):
+        answers = generator.answers(name, prompts)
+        accuracy[name] = correctness.accuracy(answers, questions)
+        samples[name] = [{"question": q.question, "answer": a} for q, a in zip(questions[:3], answers, strict=False)]
+        if name != BASE or serving == BASE:
+            broken[name] = correctness.degenerate_share(generator.answers(name, traffic))
+    accuracy[PRODUCTION], broken[PRODUCTION] = accuracy[serving], broken[serving]
+    metrics.update(
+        closed_book_questions=len(questions),
+        candidate_correctness=round(accuracy[CANDIDATE], 4),
+        production_correctness=round(accuracy[PRODUCTION], 4),
+        base_correctness=round(accuracy[BASE], 4),
+        traffic_prompts=len(traffic),
+        candidate_degenerate=round(broken[CANDIDATE], 4),
+        production_degenerate=round(broken[PRODUCTION], 4),
+        correctness_samples=samples,
+    )
+    for reference in (PRODUCTION, BASE):
+        if accuracy[CANDIDATE] < accuracy[reference] - config.max_correctness_drop:
+            reasons.append(
+                f"correctness: {accuracy[CANDIDATE]:.1%} of {len(questions)} closed-book questions answered right "
+                f"against {reference}'s {accuracy[reference]:.1%} (allowed drop {config.max_correctness_drop:.1%})"
+            )
+    if traffic and broken[CANDIDATE] > broken[PRODUCTION] + config.max_degenerate_increase:
+        reasons.append(
+            f"correctness: {broken[CANDIDATE]:.0%} of answers to {len(traffic)} held-out prompts are empty or "
+            f"loop, against production's {broken[PRODUCTION]:.0%} (allowed increase "
+            f"{config.max_degenerate_increase:.0%})"
+        )
+
+
 def evaluate(
     model_path: Path,
     candidate_dir: Path,
@@ -165,6 +230,7 @@ def evaluate(
         _check_preference(scorer, held_out, config, metrics, reasons)
         _check_answers(scorer, held_out, config, metrics, reasons)
         _check_forgetting(scorer, config, metrics, reasons)
+        _check_correctness(scorer, held_out, config, metrics, reasons)
     result = GateResult(passed=not reasons, reasons=reasons, metrics=metrics)
     logger.info("gate %s: %s", "passed" if result.passed else "failed", "; ".join(reasons) or metrics)
     return result

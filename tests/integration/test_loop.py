@@ -36,6 +36,7 @@ def test_feedback_trains_a_version_that_the_gateway_serves(gateway: Gateway, tmp
 
     env = {"FLYWHEEL_GATE_MIN_PREFERENCE_WIN_RATE": "0", "FLYWHEEL_GATE_MAX_LOGLIK_DROP": "100",
            "FLYWHEEL_GATE_MAX_PPL_INCREASE": "100", "FLYWHEEL_GATE_MAX_PPL_INCREASE_VS_BASE": "100",
+           "FLYWHEEL_GATE_MAX_CORRECTNESS_DROP": "1", "FLYWHEEL_GATE_CORRECTNESS_QUESTIONS": "4",
            "FLYWHEEL_TRAIN_MIN_PAIRS_FOR_DPO": "4",
            "FLYWHEEL_TRAIN_BATCH_SIZE": "2", "FLYWHEEL_TRAIN_GRAD_ACCUMULATION": "1", "FLYWHEEL_TRAIN_LORA_RANK": "8"}
     gateway.env.update(env)

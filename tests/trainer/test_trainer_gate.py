@@ -6,11 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import Dataset
 from safetensors.torch import load_file, save_file
-from trainer_samples import held_out, tiny_gate, tiny_lora, tiny_train
+from trainer_samples import assistant, held_out, tiny_gate, tiny_lora, tiny_train, user
 
+from trainer.correctness import closed_book
+from trainer.dataset import HeldOut
 from trainer.gate import evaluate, general_text
-from trainer.qlora import load_trainable, save_adapter
+from trainer.qlora import load_tokenizer, load_trainable, save_adapter
+from trainer.stages import train_sft
 
 pytestmark = pytest.mark.training
 
@@ -45,6 +49,8 @@ def test_gate_passes_a_candidate_equal_to_production(model_path: Path, fresh_ada
     assert result.passed, result.reasons
     assert result.metrics["preference_win_rate"] == 0.5  # ties count half
     assert result.metrics["candidate_ppl"] == pytest.approx(result.metrics["production_ppl"])
+    assert result.metrics["closed_book_questions"] == 12
+    assert result.metrics["candidate_correctness"] == result.metrics["production_correctness"] > 0
 
 
 def test_gate_rejects_a_damaged_candidate(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
@@ -55,6 +61,8 @@ def test_gate_rejects_a_damaged_candidate(model_path: Path, fresh_adapter: Path,
     assert result.metrics["candidate_ppl"] > 2 * result.metrics["production_ppl"]
     assert any(r.startswith("forgetting:") for r in result.reasons)
     assert any(r.startswith("answers:") for r in result.reasons)
+    assert result.metrics["candidate_correctness"] < result.metrics["base_correctness"]
+    assert any(r.startswith("correctness:") for r in result.reasons)
 
 
 def test_gate_catches_drift_from_the_base_across_rounds(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
@@ -62,8 +70,48 @@ def test_gate_catches_drift_from_the_base_across_rounds(model_path: Path, fresh_
     drifted = damage(fresh_adapter, tmp_path / "drifted", scale=0.3)
     result = evaluate(model_path, drifted, drifted, held_out(), tiny_gate())
     assert result.metrics["candidate_ppl"] > 1.1 * result.metrics["base_ppl"], result.metrics
-    assert [r for r in result.reasons if r.startswith("forgetting:")] == [
-        r for r in result.reasons if "against base's" in r
-    ] != []
+    forgetting = [r for r in result.reasons if r.startswith("forgetting:")]
+    assert forgetting == [r for r in forgetting if "against base's" in r] != []
     lenient = evaluate(model_path, drifted, drifted, held_out(), tiny_gate(max_ppl_increase_vs_base=None))
     assert not any(r.startswith("forgetting:") for r in lenient.reasons)
+
+
+def test_gate_rejects_fluent_wrong_answers(model_path: Path, tmp_path: Path) -> None:
+    # The failure perplexity does not see: answers in good English that state the wrong fact.
+    questions = closed_book(limit=12)
+    rows = [{"prompt": user(q.question), "completion": assistant("I am sure the answer is Monaco.")}
+            for q in questions]
+    config = tiny_train(load_in_4bit=False, max_steps=8, batch_size=4)
+    model, _ = load_trainable(model_path, tiny_lora(), config)
+    train_sft(model, load_tokenizer(model_path), Dataset.from_list(rows), config, tmp_path / "out")
+    wrong = save_adapter(model, tmp_path / "wrong")
+
+    lenient = tiny_gate(min_preference_win_rate=0, max_loglik_drop=100, max_ppl_increase=10,
+                        max_ppl_increase_vs_base=None)  # only the correctness check can reject
+    result = evaluate(model_path, wrong, None, held_out(), lenient)
+    assert not result.passed
+    assert result.metrics["candidate_correctness"] < result.metrics["base_correctness"], result.metrics
+    assert result.reasons and all(r.startswith("correctness:") for r in result.reasons), result.reasons
+    assert len(result.metrics["correctness_samples"]["candidate"]) == 3  # the run record shows what it said
+
+
+def test_gate_without_its_evaluation_set_rejects(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
+    result = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(),
+                      tiny_gate(correctness_set=str(tmp_path / "missing.jsonl")))
+    assert not result.passed
+    assert any(r.startswith("correctness: cannot score the candidate") and "missing.jsonl" in r
+               for r in result.reasons), result.reasons
+
+
+def test_a_saturated_preference_is_not_judged_on_win_rate(model_path: Path, fresh_adapter: Path) -> None:
+    # Production already prefers "The sky is blue." to "Potato.": a win rate against it says nothing new.
+    saturated = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(), tiny_gate(min_preference_win_rate=1))
+    assert saturated.metrics["production_preference_accuracy"] == 1.0
+    assert saturated.metrics["preference_check"].startswith("saturated:")
+    assert not any(r.startswith("preference:") for r in saturated.reasons)
+    # Chosen and rejected swapped: production does not prefer the chosen side, so the check applies.
+    pair = held_out().pairs[0]
+    swapped = HeldOut(pairs=[{**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]}])
+    applied = evaluate(model_path, fresh_adapter, fresh_adapter, swapped, tiny_gate(min_preference_win_rate=1))
+    assert applied.metrics["preference_check"] == "applied"
+    assert any(r.startswith("preference:") for r in applied.reasons)
