@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,15 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.runs import RunStore
 from flywheel.settings import Settings
 from server.app import create_app
 from tests.deploy.conftest import DEPLOY, run_promtool
 from tests.fake_engine import FakeEngine
-from tests.lora_factory import write_tiny_base
+from tests.gateway.test_alert_metrics import rate_answers
+from tests.gateway.test_chat_routes import HI, register
+from tests.gateway.test_engine_faults import wait_for
+from tests.lora_factory import write_lora, write_tiny_base
 
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "flywheel.json"
@@ -56,16 +61,35 @@ def metric_names(expr: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """Every series name the gateway can export, from a /metrics scrape of the app over the fake engine."""
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """/metrics of the app over the fake engine after a little of everything: chat on two versions of an
+    adapter and on the base model, ratings of both versions, a promote, and training runs."""
     tmp = tmp_path_factory.mktemp("gateway")
-    settings = Settings(data_dir=tmp / "data", model_path=write_tiny_base(tmp / "base"), max_lora_rank=8,
+    base = write_tiny_base(tmp / "base")
+    settings = Settings(data_dir=tmp / "data", model_path=base, registry_poll_seconds=0.05, max_lora_rank=8,
                         train_lora_rank=8)
     engine = FakeEngine()
     with TestClient(create_app(settings, lambda _: engine)) as client:
-        text = client.get("/metrics").text
+        wait_for(lambda: client.get("/ready").status_code == 200, "ready")
+        assert client.post("/v1/chat/completions", json={"messages": HI}).status_code == 200
+        for version in (1, 2):
+            lora = write_lora(tmp / f"a{version}", base, seed=version)
+            assert register(client, "bot", lora, None).status_code == 201
+            assert client.post("/admin/adapters/bot/promote", json={"version": version}).status_code == 200
+            wait_for(lambda v=version: client.post("/v1/chat/completions", json={"messages": HI, "adapter": "bot"})
+                     .json()["adapter"] == f"bot@{v}", f"bot@{version} served")
+            rate_answers(client, "bot", "uud")
+        runs = RunStore(settings.trainer_db)
+        for outcome in ("succeeded", "failed"):
+            runs.finish(runs.create("bot", "running"), outcome)
+        return client.get("/metrics").text
+
+
+@pytest.fixture(scope="module")
+def exported(scraped: str) -> set[str]:
+    """Every series name the gateway can export (families without samples yet included)."""
     names = set()
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(scraped):
         names |= {family.name + suffix for suffix in SUFFIXES.get(family.type, ("",))}
     return names
 
@@ -103,6 +127,36 @@ def test_every_dashboard_query_parses(promtool: str, tmp_path: Path):
     result = run_promtool(promtool, "check", "rules", path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(exprs)} rules found" in result.stdout
+
+
+def series_of(scraped: str) -> list[dict]:
+    """The scrape as promtool input series that keep growing (counters, buckets) or hold (gauges)."""
+    series = []
+    for family in text_string_to_metric_families(scraped):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels = {"job": "flywheel", "instance": "gw:8000", **sample.labels}
+            selector = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
+            grows = family.type in ("counter", "histogram")
+            series.append({"series": f"{sample.name}{{{selector}}}",
+                           "values": f"{sample.value:g}{'+1' if grows else ''}x20"})
+    return series
+
+
+def test_every_dashboard_query_finds_series_in_a_real_scrape(promtool: str, scraped: str, tmp_path: Path):
+    """Evaluated by promtool over the gateway's own series (and the recording rules of alerts.yml), each query
+    returns something: a wrong metric, label or value in a selector would leave its panel empty."""
+    exprs = [e for e in dashboard_exprs(dashboard()) if not metric_names(e) & PROMETHEUS_OWN]
+    shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
+    tests = {"rule_files": ["alerts.yml"], "evaluation_interval": "30s", "tests": [{
+        "interval": "30s", "input_series": series_of(scraped),
+        "promql_expr_test": [{"expr": f"(count({plain(e)}) > bool 0) or vector(0)", "eval_time": "5m",
+                              "exp_samples": [{"labels": "{}", "value": 1}]} for e in exprs]}]}
+    path = tmp_path / "dashboard_test.yml"
+    path.write_text(yaml.safe_dump(tests, width=1000))
+    result = run_promtool(promtool, "test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_dashboard_and_the_alerts_read_only_exported_metrics(exported: set[str]):
