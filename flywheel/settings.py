@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, TypeVar, get_type_hints
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flywheel.dtype import AUTO, DtypeSetting
+from trainer import config as recipe  # declarations only: no import beyond the standard library
+
+T = TypeVar("T")
 
 LOOPBACK_HOSTS = {"localhost"}
+
+
+def _has_default(cls: type, name: str) -> bool:
+    """Whether the dataclass field has a plain default; if not (a factory), None in Settings means "the default"."""
+    return next(f for f in fields(cls) if f.name == name).default is not MISSING
 
 
 def is_loopback(host: str) -> bool:
@@ -25,10 +35,51 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Settings(BaseSettings):
-    """Every knob of Flywheel. Each field can be set as an environment variable `FLYWHEEL_<NAME>`."""
-
+class _EnvSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", env_file=".env", extra="ignore")
+
+
+# The trainer's knobs, by their FLYWHEEL_ name: the dataclass field in trainer/config.py that declares each one.
+# Default and help text are the dataclass's, so each is written once; the fields below are generated from them.
+TRAINER_KNOBS: dict[str, tuple[type, str]] = {
+    "train_lora_rank": (recipe.LoraRecipe, "r"),
+    "train_lora_alpha": (recipe.LoraRecipe, "alpha"),
+    **{f"train_{name}": (recipe.TrainConfig, name) for name in (
+        "learning_rate", "epochs", "batch_size", "grad_accumulation", "load_in_4bit", "continue_from_production",
+        "dpo_beta", "min_pairs_for_dpo")},
+    "train_threads": (recipe.TrainConfig, "num_threads"),
+    **{f"train_{name}": (recipe.TriggerPolicy, name) for name in (
+        "min_new_feedback", "schedule_seconds", "min_interval_seconds", "max_backoff_seconds", "poll_seconds")},
+    **{f"gate_{name}": (recipe.GateConfig, name) for name in (
+        "min_preference_win_rate", "max_loglik_drop", "max_ppl_increase", "max_ppl_increase_vs_base",
+        "max_correctness_drop", "correctness_set", "correctness_questions", "saturated_preference_accuracy")},
+    "promotion_policy": (recipe.PromotionPolicy, "mode"),
+    "canary_share": (recipe.PromotionPolicy, "canary_share"),
+    "canary_min_feedback": (recipe.PromotionPolicy, "canary_min_feedback"),
+}
+
+
+def _knob_field(cls: type, name: str) -> tuple[object, object]:
+    """A settings field for one dataclass field: its type, default and help. A computed default (a factory)
+    becomes None here, which means "the dataclass's default"."""
+    spec = next(f for f in fields(cls) if f.name == name)
+    hint = get_type_hints(cls)[name]
+    if spec.default is MISSING:
+        return hint | None, Field(None, description=spec.metadata["help"])
+    return hint, Field(spec.default, description=spec.metadata["help"])
+
+
+_TrainerKnobs = create_model(  # type: ignore[call-overload]
+    "_TrainerKnobs", __base__=_EnvSettings, **{knob: _knob_field(*where) for knob, where in TRAINER_KNOBS.items()}
+)
+
+
+class Settings(_TrainerKnobs):
+    """Every knob of Flywheel. Each field can be set as an environment variable `FLYWHEEL_<NAME>`.
+
+    The trainer's knobs (FLYWHEEL_TRAIN_*, FLYWHEEL_GATE_*, FLYWHEEL_PROMOTION_POLICY, FLYWHEEL_CANARY_*) are
+    declared in trainer/config.py and listed in TRAINER_KNOBS; `recipe(cls)` gives one dataclass's values.
+    """
 
     # --- storage -------------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="Where the registry, feedback log, adapters and models live.")
@@ -97,45 +148,6 @@ class Settings(BaseSettings):
         0.5, gt=0, le=5, description="How often the gateway looks for alias moves made by other processes."
     )
 
-    # --- trainer (see trainer/config.py for the full recipe) --------------------------------------
-    train_lora_rank: int = Field(16, ge=1, description="LoRA rank of fresh adapters (<= max_lora_rank).")
-    train_lora_alpha: float = Field(32, gt=0, description="LoRA alpha of fresh adapters.")
-    train_learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    train_epochs: float = Field(2.0, gt=0, description="Passes over each stage's data.")
-    train_batch_size: int = Field(4, ge=1, description="Examples per forward pass.")
-    train_grad_accumulation: int = Field(2, ge=1, description="Forward passes per optimizer step.")
-    train_threads: int | None = Field(None, ge=1, description="Trainer CPU threads. Empty: all cores but one.")
-    train_load_in_4bit: bool = Field(True, description="QLoRA: load the base in 4-bit NF4 (bitsandbytes).")
-    train_continue_from_production: bool = Field(True, description="Start from production's weights, not fresh.")
-    train_dpo_beta: float = Field(0.1, gt=0, description="DPO beta.")
-    train_min_pairs_for_dpo: int = Field(8, ge=1, description="Fewer preference pairs than this: KTO instead.")
-    train_min_new_feedback: int = Field(50, ge=1, description="Watcher: new feedback records that trigger a run.")
-    train_schedule_seconds: float | None = Field(None, gt=0, description="Watcher: also train on this schedule.")
-    train_min_interval_seconds: float = Field(600, ge=0, description="Watcher: least time between runs.")
-    train_max_backoff_seconds: float = Field(
-        21600, ge=0, description="Watcher: longest wait after consecutive failed runs (each failure doubles "
-        "the least time between runs, up to this)."
-    )
-    train_poll_seconds: float = Field(30, gt=0, description="Watcher: seconds between checks.")
-    gate_min_preference_win_rate: float = Field(0.5, ge=0, le=1, description="Gate: share of held-out pairs "
-                                                "where the candidate's margin must beat production's.")
-    gate_max_loglik_drop: float = Field(0.05, ge=0, description="Gate: allowed drop in up-rated answer likelihood.")
-    gate_max_ppl_increase: float = Field(0.10, ge=0, description="Gate: allowed general perplexity increase "
-                                         "over production.")
-    gate_max_ppl_increase_vs_base: float | None = Field(0.10, ge=0, description="Gate: allowed general perplexity "
-                                                        "increase over the base model (drift across rounds).")
-    gate_max_correctness_drop: float = Field(0.02, ge=0, le=1, description="Gate: allowed drop in closed-book "
-                                             "accuracy (a share) below production's and below the base model's.")
-    gate_correctness_set: Path | None = Field(None, description="Gate: closed-book questions (JSON lines with id, "
-                                              "question, answers); unset: the set shipped with the trainer.")
-    gate_correctness_questions: int | None = Field(None, ge=1, description="Gate: ask only the first N closed-book "
-                                                   "questions (unset: all; each costs three short generations).")
-    promotion_policy: Literal["manual", "auto", "canary"] = Field(
-        "manual", description="What a candidate that passed the gate becomes: manual, auto or canary."
-    )
-    canary_share: float = Field(0.1, gt=0, lt=1, description="Canary: share of the adapter's traffic to the candidate.")
-    canary_min_feedback: int = Field(50, ge=1, description="Canary: ratings on each side before deciding.")
-
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -158,7 +170,23 @@ class Settings(BaseSettings):
                 f"FLYWHEEL_TRAIN_LORA_RANK ({self.train_lora_rank}) exceeds "
                 f"FLYWHEEL_MAX_LORA_RANK ({self.max_lora_rank})"
             )
+        for cls in dict.fromkeys(c for c, _ in TRAINER_KNOBS.values()):  # the dataclasses' own checks, at start
+            try:
+                self.recipe(cls)
+            except ValueError as e:
+                knobs = [(k, n) for k, (c, n) in TRAINER_KNOBS.items() if c is cls]
+                named = [k for k, n in knobs if re.search(rf"\b{n}\b", str(e))] or [k for k, _ in knobs]
+                raise ValueError(f"{e} (set by {', '.join(f'FLYWHEEL_{k.upper()}' for k in named)})") from None
         return self
+
+    def recipe(self, cls: type[T], **overrides: object) -> T:
+        """`cls` (a trainer/config.py dataclass) with the values these settings give it, then `overrides`."""
+        values = {name: getattr(self, knob) for knob, (c, name) in TRAINER_KNOBS.items() if c is cls}
+        values = {k: v for k, v in values.items() if v is not None or _has_default(cls, k)}
+        extra = {"dtype": self.dtype} if cls is recipe.TrainConfig else {}
+        if cls is recipe.LoraRecipe:
+            extra = {"max_rank": self.max_lora_rank}
+        return cls(**{**values, **extra, **{k: v for k, v in overrides.items() if v is not None}})
 
     # --- derived paths -------------------------------------------------------------------------
     @property

@@ -20,7 +20,6 @@ from flywheel.settings import Settings
 
 if TYPE_CHECKING:
     from adapters.runs import Run
-    from trainer.config import TriggerPolicy
     from trainer.job import TrainerSettings
 
 logger = logging.getLogger(__name__)
@@ -39,15 +38,14 @@ class TrainerError(Exception):
 def trainer_settings(settings: Settings, **overrides: object) -> TrainerSettings:
     """The trainer's paths and policies from the global Settings; `overrides` replace TrainConfig fields."""
     from flywheel.default_model import ModelUnavailable, check_model_dir
-    from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig
+    from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy
     from trainer.job import TrainerSettings
 
     try:
         model_path = check_model_dir(settings.resolved_model_path)
     except ModelUnavailable as e:
         raise TrainerError(str(e)) from None
-    promotion = overrides.pop("promotion", None) or settings.promotion_policy
-    train = TrainConfig(**{**_train_defaults(settings), **{k: v for k, v in overrides.items() if v is not None}})
+    promotion = overrides.pop("promotion", None)
     return TrainerSettings(
         model_path=model_path,
         registry_db=settings.registry_db,
@@ -55,42 +53,12 @@ def trainer_settings(settings: Settings, **overrides: object) -> TrainerSettings
         feedback_db=settings.feedback_db,
         runs_db=settings.trainer_db,
         max_lora_rank=settings.max_lora_rank,
-        lora=LoraRecipe(r=settings.train_lora_rank, alpha=settings.train_lora_alpha, max_rank=settings.max_lora_rank),
-        train=train,
-        gate=GateConfig(min_preference_win_rate=settings.gate_min_preference_win_rate,
-                        max_loglik_drop=settings.gate_max_loglik_drop, max_ppl_increase=settings.gate_max_ppl_increase,
-                        max_ppl_increase_vs_base=settings.gate_max_ppl_increase_vs_base,
-                        max_correctness_drop=settings.gate_max_correctness_drop,
-                        correctness_set=str(settings.gate_correctness_set) if settings.gate_correctness_set else None,
-                        correctness_limit=settings.gate_correctness_questions),
-        promotion=PromotionPolicy(mode=promotion, canary_share=settings.canary_share,
-                                  canary_min_feedback=settings.canary_min_feedback),
-        trigger=trigger_policy(settings),
+        lora=settings.recipe(LoraRecipe),
+        train=settings.recipe(TrainConfig, **overrides),
+        gate=settings.recipe(GateConfig),
+        promotion=settings.recipe(PromotionPolicy, mode=promotion),
+        trigger=settings.recipe(TriggerPolicy),
     )
-
-
-def trigger_policy(settings: Settings) -> TriggerPolicy:
-    """The watcher's trigger policy from the global Settings."""
-    from trainer.config import TriggerPolicy
-
-    return TriggerPolicy(min_new_feedback=settings.train_min_new_feedback,
-                         schedule_seconds=settings.train_schedule_seconds,
-                         min_interval_seconds=settings.train_min_interval_seconds,
-                         max_backoff_seconds=settings.train_max_backoff_seconds)  # fmt: skip
-
-
-def _train_defaults(settings: Settings) -> dict:
-    """TrainConfig fields that Settings (FLYWHEEL_TRAIN_*) controls."""
-    defaults = {
-        "learning_rate": settings.train_learning_rate, "epochs": settings.train_epochs,
-        "batch_size": settings.train_batch_size, "grad_accumulation": settings.train_grad_accumulation,
-        "load_in_4bit": settings.train_load_in_4bit, "dpo_beta": settings.train_dpo_beta, "dtype": settings.dtype,
-        "continue_from_production": settings.train_continue_from_production,
-        "min_pairs_for_dpo": settings.train_min_pairs_for_dpo,
-    }
-    if settings.train_threads:
-        defaults["num_threads"] = settings.train_threads
-    return defaults
 
 
 def run_once(settings: Settings, adapter: str, **overrides: object) -> Run:
@@ -106,11 +74,13 @@ def run_once(settings: Settings, adapter: str, **overrides: object) -> Run:
     return run_job(config, adapter)
 
 
-def watch(settings: Settings, poll_seconds: float = 30.0, **overrides: object) -> None:
-    """Watch every adapter and train when its trigger policy fires, until SIGTERM/SIGINT."""
+def watch(settings: Settings, poll_seconds: float | None = None, **overrides: object) -> None:
+    """Watch every adapter and train when its trigger policy fires (checking every FLYWHEEL_TRAIN_POLL_SECONDS
+    unless `poll_seconds` says otherwise), until SIGTERM/SIGINT."""
     from trainer.watcher import Watcher
 
-    Watcher(trainer_settings(settings, **overrides), poll_seconds).run_forever()
+    config = trainer_settings(settings, **overrides)
+    Watcher(config, poll_seconds or config.trigger.poll_seconds).run_forever()
 
 
 def list_runs(settings: Settings, adapter: str | None = None, limit: int = 20) -> list[Run]:
@@ -123,9 +93,10 @@ def list_runs(settings: Settings, adapter: str | None = None, limit: int = 20) -
 def next_runs(settings: Settings, adapters: list[str]) -> dict[str, str]:
     """What the watcher will do next for each adapter, and why."""
     from adapters.runs import RunStore
+    from trainer.config import TriggerPolicy
     from trainer.watcher import assess, feedback_counter
 
-    store, policy = RunStore(settings.trainer_db), trigger_policy(settings)
+    store, policy = RunStore(settings.trainer_db), settings.recipe(TriggerPolicy)
     count = feedback_counter(settings.feedback_db)
     queued, now, plans = set(store.queued_adapters()), time.time(), {}
     for adapter in adapters:
@@ -206,10 +177,10 @@ def train(
     if fresh:
         overrides["continue_from_production"] = False
     settings = _build_settings()
-    _dispatch(settings, adapter, poll_seconds or settings.train_poll_seconds, overrides)
+    _dispatch(settings, adapter, poll_seconds, overrides)
 
 
-def _dispatch(settings: Settings, adapter: str | None, poll_seconds: float, overrides: dict) -> None:
+def _dispatch(settings: Settings, adapter: str | None, poll_seconds: float | None, overrides: dict) -> None:
     from adapters.errors import RegistryError
     from adapters.runs import LockBusy
 

@@ -165,8 +165,9 @@ class GateConfig:
         default=None,
         metadata={"help": "Closed-book questions (JSON lines: id, question, answers); None: the shipped set."},
     )
-    correctness_limit: int | None = field(
-        default=None, metadata={"help": "Ask only the first N closed-book questions (None: all)."}
+    correctness_questions: int | None = field(
+        default=None, metadata={"help": "Ask only the first N closed-book questions (None: all; each costs three "
+                                "short generations)."}
     )
     traffic_prompts: int = field(
         default=16, metadata={"help": "Held-out traffic prompts answered for the degeneration check."}
@@ -204,6 +205,7 @@ class TriggerPolicy:
     min_interval_seconds: float = field(
         default=600, metadata={"help": "Never start two runs of one adapter closer together than this."}
     )
+    poll_seconds: float = field(default=30, metadata={"help": "Seconds between the watcher's checks."})
     max_backoff_seconds: float = field(
         default=21600,
         metadata={"help": "After consecutive failed runs, wait min_interval_seconds * 2^(failures - 1) from the "
@@ -217,6 +219,8 @@ class TriggerPolicy:
             raise ValueError(f"min_new_feedback={self.min_new_feedback} must be >= 1")
         if self.min_interval_seconds < 0 or self.max_backoff_seconds < 0:
             raise ValueError("min_interval_seconds and max_backoff_seconds must be >= 0")
+        if self.poll_seconds <= 0 or (self.schedule_seconds is not None and self.schedule_seconds <= 0):
+            raise ValueError("poll_seconds and schedule_seconds must be > 0")
 
 
 @dataclass
@@ -243,6 +247,9 @@ class PromotionPolicy:
             raise ValueError(f"promotion mode {self.mode!r} must be manual, auto or canary")
         if not 0 < self.canary_share < 1:
             raise ValueError(f"canary_share={self.canary_share} must be in (0, 1)")
+        if self.canary_min_feedback < 1 or not 0 < self.canary_alpha < 1:
+            raise ValueError(f"canary_min_feedback={self.canary_min_feedback} must be >= 1 and "
+                             f"canary_alpha={self.canary_alpha} in (0, 1)")
 
 
 def config_dict(*configs: object) -> dict:

@@ -168,7 +168,7 @@ def _traffic_prompts(held: HeldOut, limit: int) -> list[list[dict]]:
 def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metrics: dict, reasons: list[str]) -> None:
     """Closed-book accuracy against production and the base; degenerate answers on held-out traffic."""
     try:
-        questions = correctness.closed_book(config.correctness_set, config.correctness_limit)
+        questions = correctness.closed_book(config.correctness_set, config.correctness_questions)
     except correctness.EvalSetError as e:
         reasons.append(f"correctness: cannot score the candidate: {e}")
         return
