@@ -79,8 +79,7 @@ def watch(settings: Settings, poll_seconds: float | None = None, **overrides: ob
     unless `poll_seconds` says otherwise), until SIGTERM/SIGINT."""
     from trainer.watcher import Watcher
 
-    config = trainer_settings(settings, **overrides)
-    Watcher(config, poll_seconds or config.trigger.poll_seconds).run_forever()
+    Watcher(trainer_settings(settings, **overrides), poll_seconds).run_forever()
 
 
 def list_runs(settings: Settings, adapter: str | None = None, limit: int = 20) -> list[Run]:

@@ -160,12 +160,12 @@ def _known_adapters(settings: TrainerSettings) -> Callable[[], list[str]]:
 
 
 class Watcher:
-    """Polls every `poll_seconds`; runs at most one job at a time."""
+    """Polls every `poll_seconds` (default: the trigger policy's); runs at most one job at a time."""
 
     def __init__(
         self,
         settings: TrainerSettings,
-        poll_seconds: float = 30.0,
+        poll_seconds: float | None = None,
         *,
         count_new: CountNew | None = None,
         list_adapters: Callable[[], list[str]] | None = None,
@@ -173,7 +173,7 @@ class Watcher:
         clock: Callable[[], float] = time.time,
     ):
         self.settings = settings
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = poll_seconds or settings.trigger.poll_seconds
         self.clock = clock
         self.store = RunStore(settings.runs_db, clock=clock)  # one clock for the runs' stamps and the policy
         self.count_new = count_new or _count_new_feedback(settings)
