@@ -24,60 +24,36 @@ import sqlite_utils
 
 from adapters.base_model import BaseModelInfo
 from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, RegistryBusy
+from adapters.integrity import manifest_of
 from adapters.names import CANDIDATE, PRODUCTION, AdapterRef, check_alias, check_name
+from adapters.schema import create_tables
 from adapters.validation import validate_adapter
-from adapters.version import AdapterVersion, AliasEvent
+from adapters.version import AdapterVersion, AliasEvent, StatusEvent
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- global, never reused: the LoRA id inside vLLM
-    adapter TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    rank INTEGER NOT NULL,
-    alpha REAL NOT NULL,
-    target_modules TEXT NOT NULL,
-    base_fingerprint TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    source TEXT NOT NULL,
-    parent_version INTEGER,
-    metrics TEXT NOT NULL DEFAULT '{}',
-    status TEXT NOT NULL DEFAULT 'ready',
-    created_by TEXT NOT NULL DEFAULT '',
-    UNIQUE (adapter, version)
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    adapter TEXT NOT NULL,
-    alias TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (adapter, alias)
-);
-CREATE TABLE IF NOT EXISTS alias_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    adapter TEXT NOT NULL,
-    alias TEXT NOT NULL,
-    from_version INTEGER,
-    to_version INTEGER,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at REAL NOT NULL
-);
-"""
-
-STATUSES = ("ready", "rejected")
+STATUSES = ("ready", "rejected", "broken")  # broken: its files no longer match what was registered
+REGISTERED_STATUSES = ("ready", "rejected")  # what a new version can start as
 BUSY_TIMEOUT_S = 5.0  # alias moves take milliseconds: a lock held this long is stuck, so answer rather than hang
 
 
 def _locked(method: Callable) -> Callable:
-    """Serialise use of the one SQLite connection across threads (gateway threads, admin uploads)."""
+    """Serialise use of the writing connection across threads (gateway threads, admin uploads)."""
 
     @functools.wraps(method)
     def wrapper(self: Registry, *args, **kwargs):
         with self._lock, self._busy_is_typed():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _reading(method: Callable) -> Callable:
+    """Reads use their own connection and lock: a write waiting out the busy timeout never holds them up."""
+
+    @functools.wraps(method)
+    def wrapper(self: Registry, *args, **kwargs):
+        with self._read_lock, self._busy_is_typed():
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -95,10 +71,17 @@ class Registry:
         conn = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
         self.db.enable_wal()
-        self.db.conn.executescript(SCHEMA)
         self.base = base
         self.max_rank = max_rank
         self._lock = threading.RLock()
+        with self._write() as write_conn:
+            create_tables(write_conn)
+        # A second connection for reads (WAL readers never wait for writers): the gateway reads on its
+        # event loop, and must not wait behind a write that is waiting for another process's lock.
+        self.reader = sqlite_utils.Database(
+            sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        )
+        self._read_lock = threading.RLock()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -128,53 +111,53 @@ class Registry:
             ) from e
 
     # ---- reading ------------------------------------------------------------------------------
-    @_locked
-    def change_token(self) -> tuple[int, int]:
-        """Cheap value that changes whenever a version is added or an alias moves (for pollers)."""
-        row = self.db.conn.execute(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM alias_events), (SELECT COALESCE(MAX(id), 0) FROM versions)"
+    @_reading
+    def change_token(self) -> tuple[int, int, int]:
+        """Cheap value that changes whenever a version is added, an alias moves or a status changes (for pollers)."""
+        row = self.reader.conn.execute(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM alias_events), (SELECT COALESCE(MAX(id), 0) FROM versions),"
+            " (SELECT COALESCE(MAX(id), 0) FROM status_events)"
         ).fetchone()
-        return row[0], row[1]
+        return row[0], row[1], row[2]
 
-    @_locked
+    @_reading
     def adapters(self) -> list[str]:
-        return [r[0] for r in self.db.conn.execute("SELECT DISTINCT adapter FROM versions ORDER BY adapter")]
+        return [r[0] for r in self.reader.conn.execute("SELECT DISTINCT adapter FROM versions ORDER BY adapter")]
 
-    @_locked
+    @_reading
     def versions(self, adapter: str) -> list[AdapterVersion]:
-        rows = self.db.query("SELECT * FROM versions WHERE adapter = ? ORDER BY version", [check_name(adapter)])
+        rows = self.reader.query("SELECT * FROM versions WHERE adapter = ? ORDER BY version", [check_name(adapter)])
         result = [AdapterVersion.from_row(r, self.adapters_dir) for r in rows]
         if not result:
             raise AdapterNotFound(f"adapter {adapter!r} is not registered")
         return result
 
-    @_locked
+    @_reading
     def get_version(self, adapter: str, version: int) -> AdapterVersion:
-        rows = list(
-            self.db.query("SELECT * FROM versions WHERE adapter = ? AND version = ?", [check_name(adapter), version])
-        )
+        sql = "SELECT * FROM versions WHERE adapter = ? AND version = ?"
+        rows = list(self.reader.query(sql, [check_name(adapter), version]))
         if not rows:
-            if not self.db.conn.execute("SELECT 1 FROM versions WHERE adapter = ?", [adapter]).fetchone():
+            if not self.reader.conn.execute("SELECT 1 FROM versions WHERE adapter = ?", [adapter]).fetchone():
                 raise AdapterNotFound(f"adapter {adapter!r} is not registered")
             raise AdapterNotFound(f"adapter {adapter!r} has no version {version}")
         return AdapterVersion.from_row(rows[0], self.adapters_dir)
 
-    @_locked
+    @_reading
     def aliases(self, adapter: str | None = None) -> dict[tuple[str, str], int]:
         """(adapter, alias) -> version number, for one adapter or all."""
         sql, args = "SELECT adapter, alias, version FROM aliases", []
         if adapter is not None:
             sql, args = sql + " WHERE adapter = ?", [adapter]
-        return {(a, al): v for a, al, v in self.db.conn.execute(sql, args)}
+        return {(a, al): v for a, al, v in self.reader.conn.execute(sql, args)}
 
-    @_locked
+    @_reading
     def alias_version(self, adapter: str, alias: str) -> int | None:
-        row = self.db.conn.execute(
+        row = self.reader.conn.execute(
             "SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]
         ).fetchone()
         return row[0] if row else None
 
-    @_locked
+    @_reading
     def resolve(self, ref: AdapterRef | str) -> AdapterVersion:
         """Turn `name`, `name@7` or `name@alias` into the immutable version it names now."""
         ref = AdapterRef.parse(ref) if isinstance(ref, str) else ref
@@ -182,17 +165,17 @@ class Registry:
             return self.get_version(ref.name, ref.version)
         version = self.alias_version(ref.name, ref.alias or PRODUCTION)
         if version is None:
-            if not self.db.conn.execute("SELECT 1 FROM versions WHERE adapter = ?", [ref.name]).fetchone():
+            if not self.reader.conn.execute("SELECT 1 FROM versions WHERE adapter = ?", [ref.name]).fetchone():
                 raise AdapterNotFound(f"adapter {ref.name!r} is not registered")
             raise AdapterNotFound(f"adapter {ref.name!r} has no {ref.alias!r} version")
         return self.get_version(ref.name, version)
 
-    @_locked
+    @_reading
     def history(self, adapter: str, alias: str | None = None) -> list[AliasEvent]:
         sql, args = "SELECT * FROM alias_events WHERE adapter = ?", [check_name(adapter)]
         if alias:
             sql, args = sql + " AND alias = ?", [*args, alias]
-        return [AliasEvent(**r) for r in self.db.query(sql + " ORDER BY id", args)]
+        return [AliasEvent(**r) for r in self.reader.query(sql + " ORDER BY id", args)]
 
     # ---- writing ------------------------------------------------------------------------------
     def register(
@@ -213,14 +196,15 @@ class Registry:
         in the same transaction.
         """
         check_name(adapter)
-        if status not in STATUSES:
-            raise InvalidAdapter([f"status must be one of {STATUSES}, not {status!r}"])
+        if status not in REGISTERED_STATUSES:
+            raise InvalidAdapter([f"status must be one of {REGISTERED_STATUSES}, not {status!r}"])
         if self.base is None:
             raise InvalidAdapter(["the base model is not available; run `flywheel model prepare` first"])
         checked = validate_adapter(Path(source_dir), self.base, self.max_rank)
         staging = self.adapters_dir / f".staging-{uuid.uuid4().hex}"
         shutil.copytree(source_dir, staging)
         try:
+            files = manifest_of(staging)  # of the copy: what serving will read
             with self._write() as conn:
                 (last,) = conn.execute(
                     "SELECT COALESCE(MAX(version), 0) FROM versions WHERE adapter = ?", [adapter]
@@ -234,11 +218,11 @@ class Registry:
                 staging.rename(final)
                 conn.execute(
                     "INSERT INTO versions (adapter, version, path, sha256, rank, alpha, target_modules,"
-                    " base_fingerprint, created_at, source, parent_version, metrics, status, created_by)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " base_fingerprint, created_at, source, parent_version, metrics, status, created_by, files)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [adapter, version, str(rel), checked.sha256, checked.rank, checked.alpha,
                      json.dumps(checked.target_modules), self.base.fingerprint, time.time(), source,
-                     parent_version, json.dumps(metrics or {}), status, actor],
+                     parent_version, json.dumps(metrics or {}), status, actor, json.dumps(files)],
                 )
                 if alias:
                     self._move(conn, adapter, check_alias(alias), version, actor, f"registered v{version}")
@@ -287,7 +271,8 @@ class Registry:
         check_alias(alias)
         target = self.get_version(adapter, version)
         if target.status != "ready":
-            raise Conflict(f"{adapter}@{version} is {target.status}; only ready versions can be aliased")
+            why = f" ({target.status_reason})" if target.status_reason else ""
+            raise Conflict(f"{adapter}@{version} is {target.status}{why}; only ready versions can be aliased")
         with self._write() as conn:
             before = self._move(conn, adapter, alias, version, actor, reason or f"set {alias}")
         logger.info("%s: %s moved %s -> %s by %s (%s)", adapter, alias, before, version, actor, reason)
@@ -332,3 +317,39 @@ class Registry:
             raise AdapterNotFound(f"adapter {adapter!r} has no alias {alias!r}")
         with self._write() as conn:
             self._move(conn, adapter, alias, None, actor, reason or f"remove {alias}")
+
+    # ---- status: broken files -----------------------------------------------------------------
+    @_reading
+    def status_history(self, adapter: str) -> list[StatusEvent]:
+        rows = self.reader.query("SELECT * FROM status_events WHERE adapter = ? ORDER BY id", [check_name(adapter)])
+        return [StatusEvent(**r) for r in rows]
+
+    def mark_broken(self, adapter: str, version: int, reason: str, *, actor: str = "gateway") -> bool:
+        """Record that `version`'s files are broken, with why; False when it already was (nothing written).
+
+        The change token moves, so every gateway stops serving it. Rejected versions keep their status.
+        """
+        return self._set_status(adapter, version, "broken", reason, actor)
+
+    def mark_ready(self, adapter: str, version: int, *, actor: str = "cli", reason: str = "files verified") -> bool:
+        """Return a broken version to ready once its files check out again; False when it was not broken."""
+        return self._set_status(adapter, version, "ready", reason, actor)
+
+    def _set_status(self, adapter: str, version: int, status: str, reason: str, actor: str) -> bool:
+        before = "broken" if status == "ready" else "ready"
+        if self.get_version(adapter, version).status != before:  # a cheap read first: repeats write nothing
+            return False
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM versions WHERE adapter = ? AND version = ?",
+                               [adapter, version]).fetchone()
+            if row[0] != before:
+                return False
+            conn.execute("UPDATE versions SET status = ?, status_reason = ? WHERE adapter = ? AND version = ?",
+                         [status, reason if status == "broken" else "", adapter, version])
+            conn.execute(
+                "INSERT INTO status_events (adapter, version, from_status, to_status, actor, reason, at)"
+                " VALUES (?,?,?,?,?,?,?)", [adapter, version, before, status, actor, reason, time.time()],
+            )
+        log = logger.warning if status == "broken" else logger.info
+        log("%s@%d is now %s (by %s): %s", adapter, version, status, actor, reason)
+        return True

@@ -26,6 +26,8 @@ class AdapterVersion:
     metrics: dict = field(default_factory=dict)
     status: str = "ready"
     created_by: str = ""
+    files: dict = field(default_factory=dict)  # file name -> {"sha256", "size"} as registered
+    status_reason: str = ""  # why a version is broken (empty while it is ready)
 
     @property
     def lora_name(self) -> str:
@@ -50,6 +52,8 @@ class AdapterVersion:
             metrics=json.loads(row["metrics"]),
             status=row["status"],
             created_by=row["created_by"],
+            files=json.loads(row.get("files") or "{}"),
+            status_reason=row.get("status_reason") or "",
         )
 
 
@@ -62,6 +66,20 @@ class AliasEvent:
     alias: str
     from_version: int | None
     to_version: int | None
+    actor: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """One recorded status change of a version (ready -> broken and back): who, when, why."""
+
+    id: int
+    adapter: str
+    version: int
+    from_status: str
+    to_status: str
     actor: str
     reason: str
     at: float

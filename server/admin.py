@@ -1,4 +1,8 @@
-"""Operator actions on a running gateway: load first, then move the alias, then serve it at once."""
+"""Operator actions on a running gateway: load first, then move the alias, then serve it at once.
+
+Registry writes run on a worker thread: one waiting out another process's lock (up to the busy
+timeout) must not stall chat on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -21,20 +25,20 @@ class AdminService:
         self.resolver = resolver
 
     async def _move(self, adapter: str, alias: str, version: int, actor: str, reason: str) -> AliasEvent:
-        target = self.registry.get_version(adapter, version)
-        await self.resolver.ensure_loaded(target)  # raises AdapterLoadFailed: the alias stays put
-        event = self.registry.set_alias(adapter, alias, version, actor=actor, reason=reason)
+        target = await asyncio.to_thread(self.registry.get_version, adapter, version)
+        await self.resolver.ensure_loaded(target)  # AdapterLoadFailed or AdapterBroken: the alias stays put
+        event = await asyncio.to_thread(self.registry.set_alias, adapter, alias, version, actor=actor, reason=reason)
         await self.resolver.refresh()
         return event
 
     async def promote(self, adapter: str, version: int | None, actor: str, reason: str) -> AliasEvent:
         if version is None:
-            version = self.registry.promote_target(adapter)
+            version = await asyncio.to_thread(self.registry.promote_target, adapter)
         return await self._move(adapter, PRODUCTION, version, actor, reason or "promote")
 
     async def rollback(self, adapter: str, to: int | None, alias: str, actor: str, reason: str) -> AliasEvent:
         if to is None:
-            to = self.registry.rollback_target(adapter, alias)
+            to = await asyncio.to_thread(self.registry.rollback_target, adapter, alias)
         return await self._move(adapter, check_alias(alias), to, actor, reason or f"rollback to v{to}")
 
     async def set_alias(self, adapter: str, alias: str, version: int, actor: str, reason: str) -> AliasEvent:
@@ -53,3 +57,14 @@ class AdminService:
         if alias:
             await self.set_alias(adapter, alias, version.version, actor, f"registered v{version.version}")
         return version
+
+    async def verify(self, adapter: str, version: int, actor: str) -> AdapterVersion:
+        """Hash a version's files again: broken ones are marked broken, restored ones ready again."""
+        target = await asyncio.to_thread(self.registry.get_version, adapter, version)
+        problems = await asyncio.to_thread(self.resolver.integrity.check, target)
+        if problems:
+            await asyncio.to_thread(self.registry.mark_broken, adapter, version, "; ".join(problems), actor=actor)
+        else:
+            await asyncio.to_thread(self.registry.mark_ready, adapter, version, actor=actor)
+        await self.resolver.refresh()
+        return await asyncio.to_thread(self.registry.get_version, adapter, version)

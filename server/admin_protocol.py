@@ -38,7 +38,8 @@ class VersionOut(BaseModel):
     source: str
     parent_version: int | None
     metrics: dict
-    status: str
+    status: str = Field(description="ready, rejected (by the evaluation gate) or broken (files changed on disk).")
+    status_reason: str = Field("", description="What is wrong with a broken version's files.")
     created_by: str
     aliases: list[str] = []
 

@@ -61,6 +61,13 @@ class AdapterLoadFailed(GatewayError):
     status, type, code = 409, "invalid_request_error", "adapter_load_failed"
 
 
+class AdapterBroken(GatewayError):
+    """A version's files no longer match what was registered; it is not served until rolled back or verified."""
+
+    status, type, code = 503, "service_unavailable", "adapter_broken"
+    reason = ""  # what is wrong with the files, without the advice around it
+
+
 # Library errors from the packages below the server, mapped here and nowhere else.
 LIBRARY_ERRORS: list[tuple[type[Exception], int, str, str]] = [
     (AdapterNotFound, 404, "not_found_error", "adapter_not_found"),

@@ -8,21 +8,31 @@ A request resolves its version once, at its start, and keeps it to the end.
 
 When another process holds the registry's lock, requests keep resolving from the snapshot: a round
 that hits `RegistryBusy` logs a warning and is redone whole at the next poll.
+
+A version whose files no longer match what was registered (adapters/integrity.py) is broken: it is
+marked so in the registry (every gateway sees it through the change token) and requests for it get
+503 `adapter_broken`, whichever alias points at it; other adapters keep serving. Its files are hashed
+when it is loaded into vLLM; every later request only `stat`s them. An alias that already serves a
+version that breaks stays on it (moving traffic to an older version is the operator's call: roll
+back, or restore the files and verify); an alias moved to a version found broken as it loads moves
+back, as for any load failure (docs/architecture.md, invariant 3).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
 
 from adapters.errors import AdapterNotFound, RegistryBusy
+from adapters.integrity import IntegrityCache
 from adapters.names import CANARY, PRODUCTION, AdapterRef
 from adapters.registry import Registry
 from adapters.version import AdapterVersion
 from server.engine import AdapterHandle, Engine
-from server.errors import AdapterLoadFailed
+from server.errors import AdapterBroken, AdapterLoadFailed
 from server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -30,6 +40,19 @@ logger = logging.getLogger(__name__)
 
 def handle_for(version: AdapterVersion) -> AdapterHandle:
     return AdapterHandle(name=version.lora_name, id=version.id, path=str(version.path))
+
+
+def broken_error(version: AdapterVersion, reason: str) -> AdapterBroken:
+    """What a client sees for a broken version: which one, what is wrong, what to do."""
+    name, number = version.adapter, version.version
+    error = AdapterBroken(
+        f"adapter version {version.lora_name} is broken and not served: {reason}. An operator can roll back to a"
+        f" healthy version (`flywheel adapters rollback {name}` or POST /admin/adapters/{name}/rollback), or restore"
+        f" its files and POST /admin/adapters/{name}/versions/{number}/verify, or register the adapter again",
+        "adapter",
+    )
+    error.reason = reason
+    return error
 
 
 class AdapterResolver:
@@ -47,7 +70,8 @@ class AdapterResolver:
         self._loaded: set[int] = set()
         self._pinned: dict[tuple[str, int], AdapterVersion] = {}
         self._locks: dict[int, asyncio.Lock] = {}
-        self._token: tuple[int, int] | None = None
+        self._token: tuple[int, ...] | None = None
+        self.integrity = IntegrityCache()
         self._task: asyncio.Task | None = None
         # One refresh at a time: a refresh paused while loading one version must not install a stale
         # snapshot of another alias over a newer one that an admin call installed meanwhile.
@@ -57,21 +81,19 @@ class AdapterResolver:
     async def resolve(self, text: str) -> AdapterVersion:
         """The version a new request should use; loads pinned versions on first use."""
         ref = AdapterRef.parse(text)
+        version = None
         if "@" not in text and random.random() < self.canary_share:
-            canary = self._aliases.get((ref.name, CANARY))
-            if canary is not None:  # a share of the bare name's traffic tries the canary
-                return canary
-        if ref.alias is not None:
+            version = self._aliases.get((ref.name, CANARY))  # a share of the bare name's traffic tries the canary
+        if version is None and ref.alias is not None:
             version = self._aliases.get((ref.name, ref.alias))
             if version is None:
                 version = self.registry.resolve(ref)  # raises AdapterNotFound with the right message
-                await self.ensure_loaded(version)
-            return version
-        version = self._pinned.get((ref.name, ref.version))
-        if version is None:  # versions are immutable: one registry read per pinned version, not per request
-            version = self._pinned[(ref.name, ref.version)] = self.registry.get_version(ref.name, ref.version)
-        if version.status != "ready":
-            raise AdapterNotFound(f"{version.lora_name} was rejected by the evaluation gate and is not served")
+        if version is None:
+            version = self._pinned.get((ref.name, ref.version))
+            if version is None:  # one registry read per pinned version (until the registry changes), not per request
+                version = self._pinned[(ref.name, ref.version)] = self.registry.get_version(ref.name, ref.version)
+            if version.status == "rejected":
+                raise AdapterNotFound(f"{version.lora_name} was rejected by the evaluation gate and is not served")
         await self.ensure_loaded(version)
         return version
 
@@ -79,24 +101,47 @@ class AdapterResolver:
         return {name: v for (name, alias), v in self._aliases.items() if alias == PRODUCTION}
 
     async def ensure_loaded(self, version: AdapterVersion) -> None:
-        """Load `version` into vLLM once; concurrent callers wait on one per-version lock."""
+        """Load `version` into vLLM once (its files checked first); raises AdapterBroken for broken files.
+
+        Concurrent callers wait on one per-version lock. A loaded version costs a few `stat` calls.
+        """
+        if version.status == "broken":
+            raise broken_error(version, version.status_reason or "its files do not match the registered ones")
         if version.id in self._loaded:
+            problems = self.integrity.cached(version)  # unchanged files: no hashing on the hot path
+            if problems is None:
+                problems = await asyncio.to_thread(self.integrity.check, version)
+            if problems:
+                await self._broken(version, problems)
             return
         lock = self._locks.setdefault(version.id, asyncio.Lock())
         async with lock:
             if version.id in self._loaded:
                 return
+            if problems := await asyncio.to_thread(self.integrity.check, version):  # vLLM reads the files now
+                await self._broken(version, problems)
             start = time.perf_counter()
             try:
                 await self.engine.load_adapter(handle_for(version))
-            except AdapterLoadFailed:
+            except AdapterLoadFailed as e:
                 self.metrics.adapter_loads.labels(version.adapter, str(version.version), "error").inc()
+                if problems := await asyncio.to_thread(self.integrity.check, version):  # changed under vLLM?
+                    await self._broken(version, problems, cause=e)
                 raise
             elapsed = time.perf_counter() - start
             self.metrics.adapter_loads.labels(version.adapter, str(version.version), "ok").inc()
             self.metrics.adapter_load_seconds.observe(elapsed)
             self._loaded.add(version.id)
             logger.info("loaded adapter %s into the engine in %.2fs", version.lora_name, elapsed)
+
+    async def _broken(self, version: AdapterVersion, problems: list[str], cause: Exception | None = None) -> None:
+        """Record `version` as broken in the registry (off the event loop) and raise AdapterBroken."""
+        reason = "; ".join(problems)
+        try:
+            await asyncio.to_thread(self.registry.mark_broken, version.adapter, version.version, reason)
+        except RegistryBusy as e:  # the request still gets its answer; the next request tries the mark again
+            logger.warning("could not mark %s broken (%s): %s", version.lora_name, reason, e)
+        raise broken_error(version, reason) from cause
 
     # ---- following the registry ---------------------------------------------------------------
     async def refresh(self, force: bool = False) -> None:
@@ -108,6 +153,7 @@ class AdapterResolver:
         token = self.registry.change_token()
         if token == self._token and not force:
             return
+        self._pinned.clear()  # a version's status can change (broken, verified): re-read pins once
         current = self.registry.aliases()
         for key in [k for k in self._aliases if k not in current]:
             logger.info("alias %s@%s removed", *key)
@@ -115,9 +161,11 @@ class AdapterResolver:
         settled = True
         for (name, alias), number in current.items():
             old = self._aliases.get((name, alias))
+            new = self.registry.get_version(name, number)
             if old is not None and old.version == number:
+                self._aliases[(name, alias)] = new  # same version; its status may have changed
                 continue
-            settled &= await self._switch(name, alias, old, self.registry.get_version(name, number))
+            settled &= await self._switch(name, alias, old, new)
         if settled:  # only a round that applied everything is skipped next time (one cut short is redone)
             self._token = token
 
@@ -126,24 +174,36 @@ class AdapterResolver:
         start = time.perf_counter()
         try:
             await self.ensure_loaded(new)
+        except AdapterBroken as e:
+            if old is None or old.status != "ready":  # nothing healthy to go back to: serve 503 adapter_broken
+                logger.warning("%s@%s points at broken v%d: %s", name, alias, new.version, e)
+                self._aliases[(name, alias)] = dataclasses.replace(new, status="broken", status_reason=e.reason)
+                return True
+            return await self._move_back(name, alias, old, new, e)
         except AdapterLoadFailed as e:
-            logger.warning("%s@%s -> v%d failed to load, moving the alias back: %s", name, alias, new.version, e)
-            # On a thread: if another process holds the registry's lock, only this round waits, not serving.
-            if old is not None:
-                await asyncio.to_thread(
-                    self.registry.set_alias, name, alias, old.version, actor="gateway", reason=f"load failed: {e}"
-                )
-            else:
-                await asyncio.to_thread(
-                    self.registry.remove_alias, name, alias, actor="gateway", reason=f"load failed: {e}"
-                )
-            return False  # our own move changed the registry; re-read it next round
+            return await self._move_back(name, alias, old, new, e)
         self._aliases[(name, alias)] = new
         self.metrics.adapter_swaps.labels(name, alias).inc()
         self.metrics.swap_seconds.observe(time.perf_counter() - start)
         if old is not None:
             logger.info("%s@%s now serves v%d (was v%d)", name, alias, new.version, old.version)
         return True
+
+    async def _move_back(
+        self, name: str, alias: str, old: AdapterVersion | None, new: AdapterVersion, e: Exception
+    ) -> bool:
+        """Undo an alias move to a version that cannot serve; False: the registry moved, re-read it."""
+        logger.warning("%s@%s -> v%d failed to load, moving the alias back: %s", name, alias, new.version, e)
+        # On a thread: if another process holds the registry's lock, only this round waits, not serving.
+        if old is not None:
+            await asyncio.to_thread(
+                self.registry.set_alias, name, alias, old.version, actor="gateway", reason=f"load failed: {e}"
+            )
+        else:
+            await asyncio.to_thread(
+                self.registry.remove_alias, name, alias, actor="gateway", reason=f"load failed: {e}"
+            )
+        return False  # our own move changed the registry; re-read it next round
 
     async def _poll(self) -> None:
         while True:

@@ -64,6 +64,12 @@ async def register(
     return VersionOut.of(await admin.register_upload(name, config, weights, alias, actor_of(request)))
 
 
+@router.post("/adapters/{name}/versions/{version}/verify")
+async def verify(name: str, version: int, admin: AdminDep, request: Request) -> VersionOut:
+    """Check a version's files against the registration: marks it broken, or ready again once restored."""
+    return VersionOut.of(await admin.verify(name, version, actor_of(request)))
+
+
 @router.post("/adapters/{name}/promote")
 async def promote(name: str, body: AliasMove, admin: AdminDep, request: Request) -> EventOut:
     return EventOut.of(await admin.promote(name, body.version, actor_of(request), body.reason))
