@@ -20,7 +20,7 @@ from flywheel.settings import Settings
 
 if TYPE_CHECKING:
     from adapters.runs import Run
-    from trainer.job import TrainerSettings
+    from trainer.config import TrainerSettings
 
 logger = logging.getLogger(__name__)
 console = Console()
@@ -38,8 +38,7 @@ class TrainerError(Exception):
 def trainer_settings(settings: Settings, **overrides: object) -> TrainerSettings:
     """The trainer's paths and policies from the global Settings; `overrides` replace TrainConfig fields."""
     from flywheel.default_model import ModelUnavailable, check_model_dir
-    from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy
-    from trainer.job import TrainerSettings
+    from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TrainerSettings, TriggerPolicy
 
     try:
         model_path = check_model_dir(settings.resolved_model_path)

@@ -1,4 +1,5 @@
-"""The training recipe, the evaluation gate, and the trigger/promotion policies as documented dataclasses.
+"""The training recipe, the evaluation gate, the trigger/promotion policies, and the paths a run needs
+(`TrainerSettings`), as documented dataclasses. `flywheel.settings` generates its FLYWHEEL_ knobs from them.
 
 Every field carries its help text in `metadata["help"]` (as TRL's `dpo_config.py` does), so the CLI and
 the docs can show it. `__post_init__` checks name the field that is wrong.
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from adapters.registry import Registry
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PromotionMode = Literal["manual", "auto", "canary"]
@@ -250,6 +255,32 @@ class PromotionPolicy:
         if self.canary_min_feedback < 1 or not 0 < self.canary_alpha < 1:
             raise ValueError(f"canary_min_feedback={self.canary_min_feedback} must be >= 1 and "
                              f"canary_alpha={self.canary_alpha} in (0, 1)")
+
+
+@dataclass
+class TrainerSettings:
+    """Paths and policies a training run needs; built once at the entry point from `Settings`."""
+
+    model_path: Path = field(metadata={"help": "Base model directory (the one the gateway serves)."})
+    registry_db: Path = field(metadata={"help": "The adapter registry's SQLite file."})
+    adapters_dir: Path = field(metadata={"help": "Where the registry keeps version folders."})
+    feedback_db: Path = field(metadata={"help": "The feedback store's SQLite file."})
+    runs_db: Path = field(metadata={"help": "The trainer's runs and locks (default data/trainer.db)."})
+    work_dir: Path | None = field(default=None, metadata={"help": "Parent of per-run temp dirs (None: system)."})
+    max_lora_rank: int = field(default=16, metadata={"help": "Largest rank the engine serves."})
+    lora: LoraRecipe = field(default_factory=LoraRecipe, metadata={"help": "LoRA shape of fresh adapters."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation settings."})
+    gate: GateConfig = field(default_factory=GateConfig, metadata={"help": "Evaluation gate thresholds."})
+    promotion: PromotionPolicy = field(default_factory=PromotionPolicy, metadata={"help": "Promotion policy."})
+    trigger: TriggerPolicy = field(default_factory=TriggerPolicy, metadata={"help": "Watcher trigger policy."})
+
+    def registry(self) -> Registry:
+        """The registry for this base model (raises FileNotFoundError when the model is missing)."""
+        from adapters.base_model import BaseModelInfo  # here, so this module imports nothing of the project
+        from adapters.registry import Registry
+
+        base = BaseModelInfo.from_dir(self.model_path)
+        return Registry(self.registry_db, self.adapters_dir, base, self.max_lora_rank)
 
 
 def config_dict(*configs: object) -> dict:

@@ -16,40 +16,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.base_model import BaseModelInfo
-from adapters.registry import Registry
 from adapters.runs import REFUSED_KEY, Run, RunStore
-from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy
+from trainer.config import TrainerSettings
 from trainer.dataset import TrainingData, from_feedback
 from trainer.errors import DataRejected
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainerSettings:
-    """Paths and policies a training run needs; built once at the entry point from `Settings`."""
-
-    model_path: Path = field(metadata={"help": "Base model directory (the one the gateway serves)."})
-    registry_db: Path = field(metadata={"help": "The adapter registry's SQLite file."})
-    adapters_dir: Path = field(metadata={"help": "Where the registry keeps version folders."})
-    feedback_db: Path = field(metadata={"help": "The feedback store's SQLite file."})
-    runs_db: Path = field(metadata={"help": "The trainer's runs and locks (default data/trainer.db)."})
-    work_dir: Path | None = field(default=None, metadata={"help": "Parent of per-run temp dirs (None: system)."})
-    max_lora_rank: int = field(default=16, metadata={"help": "Largest rank the engine serves."})
-    lora: LoraRecipe = field(default_factory=LoraRecipe, metadata={"help": "LoRA shape of fresh adapters."})
-    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation settings."})
-    gate: GateConfig = field(default_factory=GateConfig, metadata={"help": "Evaluation gate thresholds."})
-    promotion: PromotionPolicy = field(default_factory=PromotionPolicy, metadata={"help": "Promotion policy."})
-    trigger: TriggerPolicy = field(default_factory=TriggerPolicy, metadata={"help": "Watcher trigger policy."})
-
-    def registry(self) -> Registry:
-        """The registry for this base model (raises FileNotFoundError when the model is missing)."""
-        base = BaseModelInfo.from_dir(self.model_path)
-        return Registry(self.registry_db, self.adapters_dir, base, self.max_lora_rank)
 
 
 DataSource = Callable[[str], TrainingData]

@@ -27,7 +27,7 @@ from trainer.qlora import compute_dtype, load_tokenizer, load_trainable, save_ad
 from trainer.stages import StagePlan, StageResult, plan_stages, train_dpo, train_kto, train_sft
 
 if TYPE_CHECKING:
-    from trainer.job import TrainerSettings
+    from trainer.config import TrainerSettings
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from adapters.names import CANARY
 from adapters.runs import FINISHED, LockBusy, Run, RunStore
-from trainer.config import TriggerPolicy
-from trainer.job import TrainerSettings, run_job
+from trainer.config import TrainerSettings, TriggerPolicy
+from trainer.job import run_job
 from trainer.promotion import review_canary
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from trainer_samples import default_model_path, tiny_gate, tiny_lora, tiny_train
 
-from trainer.job import TrainerSettings
+from trainer.config import TrainerSettings
 
 
 @pytest.fixture(scope="session")

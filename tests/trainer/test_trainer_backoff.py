@@ -11,8 +11,7 @@ import pytest
 from adapters.runs import Run, RunStore
 from flywheel.settings import Settings
 from trainer.cli import next_runs
-from trainer.config import TriggerPolicy
-from trainer.job import TrainerSettings
+from trainer.config import TrainerSettings, TriggerPolicy
 from trainer.watcher import History, Watcher, backoff_seconds, decide
 
 NOW = 1_000_000.0

@@ -50,7 +50,7 @@ def test_feedback_export_feeds_the_trainer(tmp_path: Path) -> None:
 
 
 def test_new_feedback_is_counted_since_the_last_run(tmp_path: Path) -> None:
-    from trainer.job import TrainerSettings
+    from trainer.config import TrainerSettings
 
     db = tmp_path / "feedback.db"
     fill(db, copies=1)

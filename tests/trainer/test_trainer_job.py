@@ -14,8 +14,8 @@ from trainer_samples import REPO, dpo_rows, kto_rows, sft_rows, tiny_data, tiny_
 
 from adapters.errors import AdapterNotFound
 from adapters.runs import RunStore
-from trainer.config import PromotionPolicy
-from trainer.job import TrainerSettings, run_job
+from trainer.config import PromotionPolicy, TrainerSettings
+from trainer.job import run_job
 
 pytestmark = pytest.mark.training
 
@@ -59,7 +59,8 @@ from pathlib import Path
 sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]) / "tests" / "trainer")]
 from dataclasses import replace
 from trainer_samples import sft_rows, tiny_data, tiny_gate, tiny_lora, tiny_train
-from trainer.job import TrainerSettings, run_job
+from trainer.config import TrainerSettings
+from trainer.job import run_job
 root = Path(sys.argv[2])
 settings = TrainerSettings(
     model_path=Path(sys.argv[3]), registry_db=root / "registry.db", adapters_dir=root / "adapters",

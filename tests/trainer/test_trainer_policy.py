@@ -8,9 +8,8 @@ import pytest
 from trainer_samples import dpo_rows, kto_rows, sft_rows, tiny_train
 
 from adapters.runs import LockBusy, RunStore
-from trainer.config import LoraRecipe, PromotionPolicy, TrainConfig, TriggerPolicy
+from trainer.config import LoraRecipe, PromotionPolicy, TrainConfig, TrainerSettings, TriggerPolicy
 from trainer.dataset import TrainingData, screen
-from trainer.job import TrainerSettings
 from trainer.stages import plan_stages
 from trainer.watcher import History, Watcher, decide
 
