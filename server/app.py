@@ -19,7 +19,7 @@ from feedback.store import FeedbackStore
 from flywheel.settings import Settings
 from server.chat import ChatHandler
 from server.cpu_affinity import keep_off_engine_cores
-from server.engine import Engine, Sampling
+from server.engine import Engine, EngineCall, parse_request
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.resolver import AdapterResolver
@@ -38,10 +38,9 @@ def vllm_engine(settings: Settings) -> Engine:
 
 
 async def warm_up(engine: Engine) -> None:
-    """One tiny generation, so the first client does not pay for lazy initialisation."""
-    prompt = engine.encode_chat([{"role": "user", "content": "Hi"}])
-    async for _ in engine.generate(prompt, Sampling(max_tokens=1, temperature=0), "warmup", None):
-        pass
+    """One tiny chat completion, so the first client does not pay for lazy initialisation."""
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
+    await engine.serve(EngineCall("chat", parse_request("chat", body), None, "warmup"))
 
 
 async def start_engine(state: GatewayState, factory: EngineFactory) -> None:

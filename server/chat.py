@@ -1,8 +1,11 @@
-"""Chat completions: turn an OpenAI request into an engine call and the engine's output into a response.
+"""Chat and (legacy) text completions: Flywheel's layer around vLLM's OpenAI serving classes.
 
-No FastAPI here: `ChatHandler` is a plain class that a route, a test or a benchmark can drive.
-Everything that can fail for a bad request (adapter, length, parameters) fails in `prepare`, before
-the first byte of a stream is sent, so a client always gets a proper status code.
+vLLM does the request handling (templating, sampling, structured outputs, tools, logprobs, SSE framing; see
+server/vllm_serving.py). This layer adds what Flywheel is for: the adapter version a request is served by
+(`adapter`, `model`, `name@version`, aliases, canary), the `adapter` field in every response and chunk,
+admission control, metrics, and the completion log that feedback refers to. No FastAPI here: a route, a test
+or a benchmark can drive `ChatHandler`. Everything a client can get wrong fails in `prepare` or in the
+engine's set-up (before the first byte of a stream), so a client always gets a proper status code.
 """
 
 from __future__ import annotations
@@ -18,45 +21,28 @@ from dataclasses import dataclass, field
 from adapters.errors import InvalidName
 from adapters.version import AdapterVersion
 from feedback.records import CompletionRecord
-from server.engine import Engine, GenerationUpdate, Sampling
-from server.errors import GatewayError, ModelNotFound, Overloaded, PromptTooLong
+from server.engine import Endpoint, Engine, EngineCall, parse_request, request_fields
+from server.errors import BadRequest, ModelNotFound, Overloaded
 from server.metrics import Metrics
-from server.protocol import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    Choice,
-    ChunkChoice,
-    DeltaMessage,
-    ResponseMessage,
-    Usage,
-)
+from server.protocol import MAX_N, REFUSED, ROLES
 from server.resolver import AdapterResolver, handle_for
+from server.transcript import Transcript
 
 logger = logging.getLogger(__name__)
+ID_PREFIX = {"chat": "chatcmpl-", "completion": "cmpl-"}
 
 
 @dataclass
-class PreparedChat:
+class Prepared:
     """A validated request, bound to the adapter version it will be served by."""
 
     id: str
-    request: ChatCompletionRequest
-    messages: list[dict]
-    prompt_ids: list[int]
-    sampling: Sampling
+    body: dict  # the client's body without Flywheel's own fields (what the log keeps)
+    call: EngineCall
     version: AdapterVersion | None
-    model: str
+    store: bool
     started: float = field(default_factory=time.perf_counter)
-    # filled in while the engine runs
-    texts: dict[int, str] = field(default_factory=dict)
-    finish: dict[int, str | None] = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def usage(self) -> Usage:
-        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-                     total_tokens=self.prompt_tokens + self.completion_tokens)
+    transcript: Transcript = field(default_factory=Transcript)
 
     @property
     def adapter_label(self) -> str | None:
@@ -67,8 +53,30 @@ class PreparedChat:
         return (self.version.adapter, str(self.version.version)) if self.version else ("", "")
 
 
+def check_parameters(endpoint: Endpoint, body: dict) -> None:
+    """400 naming the first parameter the gateway does not honour; vLLM would ignore unknown ones silently."""
+    unknown = sorted(set(body) - request_fields(endpoint))
+    if unknown:
+        raise BadRequest(f"unsupported parameter {unknown[0]!r}: neither OpenAI's API as vLLM serves it nor "
+                         "Flywheel's `adapter`/`store`", unknown[0])
+    for name, why in REFUSED.items():
+        if body.get(name) not in (None, [], {}, ""):
+            raise BadRequest(f"parameter {name!r} is not supported here: {why}", name)
+    messages = body.get("messages") if endpoint == "chat" else None
+    if messages == []:
+        raise BadRequest("messages must hold at least one message", "messages")
+    if isinstance(messages, list):  # vLLM renders any role into the template; OpenAI's API knows these
+        roles = {m.get("role") for m in messages if isinstance(m, dict)} - ROLES
+        if roles:
+            raise BadRequest(f"unknown message role {sorted(map(str, roles))[0]!r}; use one of {sorted(ROLES)}",
+                             "messages")
+    n = body.get("n")
+    if isinstance(n, int) and n > MAX_N:
+        raise BadRequest(f"n is {n}; this gateway answers at most {MAX_N} choices per request", "n")
+
+
 class ChatHandler:
-    """Serves chat completions for the base model and every registered adapter."""
+    """Serves chat and text completions for the base model and every registered adapter."""
 
     def __init__(
         self,
@@ -88,135 +96,132 @@ class ChatHandler:
         self.record = record
         self.inflight = 0
 
-    async def _adapter_for(self, request: ChatCompletionRequest) -> AdapterVersion | None:
-        if request.adapter:
-            return await self.resolver.resolve(request.adapter)
-        if request.model in (None, "", self.served_model_name):
+    async def _adapter_for(self, adapter: str | None, model: str | None) -> AdapterVersion | None:
+        if adapter:
+            return await self.resolver.resolve(adapter)
+        if model in (None, "", self.served_model_name):
             return None
         try:  # `model` naming an adapter works too, as in vLLM
-            return await self.resolver.resolve(request.model)
+            return await self.resolver.resolve(model)
         except InvalidName:
             raise ModelNotFound(
-                f"model {request.model!r} is neither the base model {self.served_model_name!r} nor an adapter",
-                "model",
+                f"model {model!r} is neither the base model {self.served_model_name!r} nor an adapter", "model"
             ) from None
 
-    async def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
+    async def prepare(self, endpoint: Endpoint, body: dict) -> Prepared:
         """Validate and bind the request; raises a typed error for anything a client got wrong."""
         if self.inflight >= self.max_inflight:
             raise Overloaded(f"{self.inflight} requests in flight (limit {self.max_inflight}); retry shortly")
-        version = await self._adapter_for(request)
-        messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()}
-                    for m in request.messages]
-        prompt_ids = self.engine.encode_chat(messages)
-        limit = self.engine.max_model_len
-        if len(prompt_ids) >= limit:
-            raise PromptTooLong(
-                f"the prompt is {len(prompt_ids)} tokens; this model takes at most {limit} tokens in all", "messages"
-            )
-        room = limit - len(prompt_ids)
-        max_tokens = request.token_limit or room
-        if max_tokens > room:
-            raise PromptTooLong(
-                f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's {limit} tokens",
-                "max_tokens",
-            )
-        sampling = Sampling(
-            max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
-            presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
-            stop=request.stop, seed=request.seed, n=request.n,
-        )
+        body = dict(body)
+        adapter, store = body.pop("adapter", None), body.pop("store", True)
+        if adapter is not None and not isinstance(adapter, str):
+            raise BadRequest("adapter must be a string: `name`, `name@<version>` or `name@<alias>`", "adapter")
+        if not isinstance(store, bool):
+            raise BadRequest("store must be true or false", "store")
+        check_parameters(endpoint, body)
+        key = uuid.uuid4().hex  # vLLM names the response `chatcmpl-<request_id>`; the log uses the same id
+        request = parse_request(endpoint, {**body, "request_id": key})
+        version = await self._adapter_for(adapter, request.model)
         model = version.adapter if version else self.served_model_name
-        return PreparedChat(f"chatcmpl-{uuid.uuid4().hex}", request, messages, prompt_ids, sampling, version, model)
+        call = EngineCall(endpoint, request, handle_for(version) if version else None, model)
+        return Prepared(ID_PREFIX[endpoint] + key, body, call, version, store)
 
-    async def _run(self, chat: PreparedChat) -> AsyncIterator[GenerationUpdate]:
-        """Drive the engine, accumulating into `chat` and keeping metrics right on every exit path."""
-        self.inflight += 1
-        self.metrics.inflight.inc()
-        labels, status, first = chat.metric_labels, "error", True
-        chat.prompt_tokens = len(chat.prompt_ids)
+    async def complete(self, p: Prepared) -> dict:
+        """Serve a non-streamed request to the end: the response body, with Flywheel's `adapter`."""
+        self._begin()
+        status = "error"
         try:
-            handle = handle_for(chat.version) if chat.version else None
-            async for update in self.engine.generate(chat.prompt_ids, chat.sampling, chat.id, handle):
-                if first and any(d.new_tokens for d in update.deltas):
-                    self.metrics.ttft.labels(*labels).observe(time.perf_counter() - chat.started)
-                    first = False
-                chat.prompt_tokens = update.prompt_tokens
-                for d in update.deltas:
-                    chat.texts[d.index] = chat.texts.get(d.index, "") + d.text
-                    chat.completion_tokens += d.new_tokens
-                    chat.finish[d.index] = d.finish_reason or chat.finish.get(d.index)
-                yield update
+            body = (await self.engine.serve(p.call)).body
+            body["adapter"] = p.adapter_label
+            p.transcript.add_body(body)
             status = "ok"
-        except (asyncio.CancelledError, GeneratorExit):  # the client went away: the engine aborts the request
+            return body
+        except asyncio.CancelledError:  # the client went away: vLLM aborts the request in the engine
             status = "aborted"
             raise
         finally:
-            self.inflight -= 1
-            self.metrics.inflight.dec()
-            self.metrics.requests.labels(*labels, status).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - chat.started)
-            self.metrics.prompt_tokens.labels(*labels).inc(chat.prompt_tokens)
-            self.metrics.completion_tokens.labels(*labels).inc(chat.completion_tokens)
-            if status == "ok":
-                self._log(chat)
+            self._end(p, status)
 
-    def _log(self, chat: PreparedChat) -> None:
-        if self.record is None or not chat.request.store:
+    async def stream(self, p: Prepared) -> AsyncIterator[str]:
+        """Start a streamed request (errors raise here, before any byte is sent); returns its events."""
+        self._begin()
+        try:
+            events = (await self.engine.serve(p.call)).events
+        except BaseException:
+            self._end(p, "error")
+            raise
+        return self._relay(p, events)
+
+    async def _relay(self, p: Prepared, events: AsyncIterator[str]) -> AsyncIterator[str]:
+        """vLLM's events, each chunk carrying Flywheel's `adapter`; logged and counted once the stream ends."""
+        label = json.dumps(p.adapter_label)
+        status = "error"
+        try:
+            async for event in events:
+                p.transcript.add_event(event)
+                if event.startswith("data: {"):
+                    event = f'data: {{"adapter":{label},' + event[7:]
+                yield event
+            status = "error" if p.transcript.failed else "ok"
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away: vLLM aborts the request
+            status = "aborted"
+            raise
+        finally:
+            if hasattr(events, "aclose"):
+                await events.aclose()
+            self._end(p, status)
+
+    def _begin(self) -> None:
+        self.inflight += 1
+        self.metrics.inflight.inc()
+
+    def _end(self, p: Prepared, status: str) -> None:
+        self.inflight -= 1
+        self.metrics.inflight.dec()
+        labels, call = p.metric_labels, p.call
+        self.metrics.requests.labels(*labels, status).inc()
+        self.metrics.latency.labels(*labels).observe(time.perf_counter() - p.started)
+        if call.first_token_at is not None:
+            self.metrics.ttft.labels(*labels).observe(call.first_token_at - p.started)
+        self.metrics.prompt_tokens.labels(*labels).inc(call.prompt_tokens)
+        self.metrics.completion_tokens.labels(*labels).inc(call.completion_tokens)
+        if status == "ok":
+            self._log(p)
+
+    def _log(self, p: Prepared) -> None:
+        if self.record is None or not p.store:
             return
-        s = chat.sampling
+        body = p.body
+        if p.call.endpoint == "chat":
+            messages = [logged_message(m) for m in body.get("messages", [])]
+        else:  # a raw prompt: no chat template applied; `params.endpoint` tells exports apart
+            prompt = body.get("prompt")
+            messages = [{"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)}]
+        params = {k: v for k, v in body.items() if k not in ("messages", "prompt", "model", "user")}
+        params["endpoint"] = "chat.completions" if p.call.endpoint == "chat" else "completions"
         self.record(CompletionRecord(
-            id=chat.id,
-            adapter=chat.version.adapter if chat.version else None,
-            adapter_version=chat.version.version if chat.version else None,
-            model=chat.model,
-            messages=chat.messages,
-            params={"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens, "n": s.n,
-                    "stop": s.stop, "seed": s.seed},
-            choices=[{"index": i, "text": chat.texts.get(i, ""), "finish_reason": chat.finish.get(i)}
-                     for i in range(s.n)],
-            prompt_tokens=chat.prompt_tokens,
-            completion_tokens=chat.completion_tokens,
-            latency_ms=(time.perf_counter() - chat.started) * 1000,
-            user=chat.request.user,
+            id=p.id,
+            adapter=p.version.adapter if p.version else None,
+            adapter_version=p.version.version if p.version else None,
+            model=p.call.model,
+            messages=messages,
+            params=params,
+            choices=p.transcript.choices(),
+            prompt_tokens=p.call.prompt_tokens,
+            completion_tokens=p.call.completion_tokens,
+            latency_ms=(time.perf_counter() - p.started) * 1000,
+            user=body.get("user"),
             created_at=time.time(),
         ))
 
-    async def complete(self, chat: PreparedChat) -> ChatCompletionResponse:
-        """Run to the end and return one response."""
-        async for _ in self._run(chat):
-            pass
-        return ChatCompletionResponse(
-            id=chat.id,
-            model=chat.model,
-            choices=[Choice(index=i, message=ResponseMessage(content=chat.texts.get(i, "")),
-                            finish_reason=chat.finish.get(i)) for i in range(chat.sampling.n)],
-            usage=chat.usage(),
-            adapter=chat.adapter_label,
-        )
 
-    async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
-        """Server-sent events: a role chunk, content chunks, finish chunks, optional usage, [DONE]."""
-        created = int(time.time())
-
-        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
-            body = ChatCompletionChunk(id=chat.id, created=created, model=chat.model, choices=choices,
-                                       usage=usage, adapter=chat.adapter_label)
-            return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
-
-        yield chunk([ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
-                     for i in range(chat.sampling.n)])
-        try:
-            async for update in self._run(chat):
-                choices = [ChunkChoice(index=d.index, delta=DeltaMessage(content=d.text or None),
-                                       finish_reason=d.finish_reason)
-                           for d in update.deltas if d.text or d.finish_reason]
-                if choices:
-                    yield chunk(choices)
-        except GatewayError as e:  # the status line is already sent; report the error in the stream
-            yield f"data: {json.dumps({'error': {'message': str(e), 'type': e.type, 'code': e.code}})}\n\n"
-        else:
-            options = chat.request.stream_options
-            if options and options.include_usage:
-                yield chunk([], chat.usage())
-        yield "data: [DONE]\n\n"
+def logged_message(message: dict) -> dict:
+    """A request message as the log keeps it: role, text content, and its tool calls or tool call id."""
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: the text ones, joined (the model is text-only)
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    row = {"role": message.get("role"), "content": content or ""}
+    for key in ("name", "tool_calls", "tool_call_id"):
+        if message.get(key):
+            row[key] = message[key]
+    return row

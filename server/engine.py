@@ -1,38 +1,35 @@
-"""The vLLM engine behind the gateway: the only module of the gateway that imports vLLM (`lora_ops.py`,
-`engine_wait.py` and `orphan_guard.py` are loaded by vLLM itself, as plugins).
+"""The vLLM engine behind the gateway: with its other half `vllm_serving.py`, the only modules of the gateway
+that import vLLM (`lora_ops.py`, `engine_wait.py` and `orphan_guard.py` are loaded by vLLM itself, as plugins).
 
+Requests are served by vLLM's own OpenAI serving layer (`OpenAIServingChat`, `OpenAIServingCompletion`:
+chat templating, sampling parameters, structured outputs, tool parsers, logprobs and SSE framing), not by
+copies of it. Flywheel injects one thing into it: the LoRA request its resolver chose (see `_Binding`).
 The rest of the server talks to the small `Engine` protocol below, so route tests can use a fake.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from flywheel.dtype import resolve_dtype
 from flywheel.settings import Settings
 from server.engine_wait import SPIN_WAIT_ENV
-from server.errors import AdapterLoadFailed, BadRequest, EngineUnavailable, PromptTooLong
+from server.errors import AdapterLoadFailed, BadRequest, EngineUnavailable, GatewayError, ModelNotFound, PromptTooLong
 from server.orphan_guard import GATEWAY_PID_ENV
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters in the engine's own terms (no vLLM types leak out)."""
-
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    stop: list[str] | None = None
-    seed: int | None = None
-    n: int = 1
+Endpoint = Literal["chat", "completion"]
+# SmolLM2's own template renders neither tools nor tool calls; this one is the same ChatML plus Hermes-style
+# tool blocks, the format vLLM's `hermes` tool parser reads back.
+TOOLS_TEMPLATE = Path(__file__).parent / "chat_templates" / "chatml_tools.jinja"
 
 
 @dataclass(frozen=True)
@@ -45,30 +42,31 @@ class AdapterHandle:
 
 
 @dataclass
-class ChoiceDelta:
-    index: int
-    text: str
-    new_tokens: int
-    finish_reason: str | None = None
+class EngineCall:
+    """One OpenAI request for the engine, with the adapter Flywheel resolved for it."""
+
+    endpoint: Endpoint
+    request: Any  # vLLM's ChatCompletionRequest / CompletionRequest, from `parse_request`
+    adapter: AdapterHandle | None
+    model: str  # the `model` the response names
+    # filled in by the engine while it generates
+    first_token_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass
-class GenerationUpdate:
-    """New text since the last update, per choice."""
+class Served:
+    """What the engine answered: a whole response body, or server-sent events (`data: ...\\n\\n`)."""
 
-    prompt_tokens: int
-    deltas: list[ChoiceDelta] = field(default_factory=list)
-    finished: bool = False
+    body: dict | None = None
+    events: AsyncIterator[str] | None = None
 
 
 class Engine(Protocol):
     max_model_len: int
 
-    def encode_chat(self, messages: list[dict]) -> list[int]: ...
-
-    def generate(
-        self, prompt_ids: list[int], sampling: Sampling, request_id: str, adapter: AdapterHandle | None
-    ) -> AsyncIterator[GenerationUpdate]: ...
+    async def serve(self, call: EngineCall) -> Served: ...
 
     async def load_adapter(self, adapter: AdapterHandle) -> None: ...
 
@@ -77,8 +75,57 @@ class Engine(Protocol):
     def shutdown(self) -> None: ...
 
 
+def parse_request(endpoint: Endpoint, body: dict) -> Any:
+    """Validate an OpenAI body with vLLM's own request type; raises FastAPI's validation error (-> 400)."""
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+    model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_context=False, include_url=False)) from None
+
+
+def request_fields(endpoint: Endpoint) -> frozenset[str]:
+    """Every body field vLLM's request type declares for `endpoint`."""
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+    model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
+    return frozenset(model.model_fields)
+
+
+def error_from(status: int, message: str, param: str | None = None) -> GatewayError:
+    """A vLLM error response (status + message) as the gateway's typed error."""
+    if status == 404:
+        return ModelNotFound(message, param)
+    if status >= 500:
+        return EngineUnavailable(message)
+    if "maximum context length" in message or "maximum model length" in message:
+        return PromptTooLong(message, param or "messages")
+    error = BadRequest(message, param)
+    error.status = status  # 400, 422, 429 as vLLM chose them
+    return error
+
+
+def engine_error(exc: Exception) -> GatewayError:
+    """Anything vLLM raised for a request, classified as vLLM's own server does (client 4xx or server 5xx)."""
+    from vllm.entrypoints.serve import create_error_response
+
+    error = create_error_response(exc).error
+    return error_from(error.code, error.message, error.param)
+
+
+# The request being set up, for the hooks vLLM's serving classes call while they do it (all synchronously,
+# inside `VLLMEngine.serve`): they read the LoRA and model name from here instead of from `request.model`.
+_CALL: contextvars.ContextVar[tuple[EngineCall, Any] | None] = contextvars.ContextVar("flywheel_call", default=None)
+
+
 class VLLMEngine:
-    """vLLM's AsyncLLM with LoRA enabled; its engine core runs in a child process (spawn)."""
+    """vLLM's AsyncLLM with LoRA enabled (engine core in a child process), served by vLLM's OpenAI classes."""
 
     def __init__(self, settings: Settings):
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -111,57 +158,35 @@ class VLLMEngine:
         logger.info("starting vLLM on %s (%s, %s)", settings.resolved_model_path, current_platform.device_name,
                     dtype.name)
         self._llm = AsyncLLM.from_engine_args(args)
-        self._tokenizer = self._llm.get_tokenizer()
         self.max_model_len = settings.max_model_len
+        from server.vllm_serving import build_serving
 
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        try:
-            ids = self._tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        except Exception as e:  # a model's chat template may reject a conversation (jinja raise_exception)
-            raise BadRequest(f"the model's chat template rejected these messages: {e}", "messages") from e
-        return list(ids)
+        self._chat, self._completion = build_serving(self._llm, settings)
 
-    async def generate(
-        self, prompt_ids: list[int], sampling: Sampling, request_id: str, adapter: AdapterHandle | None
-    ) -> AsyncIterator[GenerationUpdate]:
-        from vllm import SamplingParams
-        from vllm.exceptions import VLLMClientError
+    async def serve(self, call: EngineCall) -> Served:
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.lora.request import LoRARequest
-        from vllm.sampling_params import RequestOutputKind
-        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+        from vllm.v1.engine.exceptions import EngineDeadError
 
-        params = SamplingParams(
-            n=sampling.n,
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            stop=sampling.stop,
-            seed=sampling.seed,
-            output_kind=RequestOutputKind.DELTA,
-        )
-        lora = LoRARequest(adapter.name, adapter.id, adapter.path) if adapter else None
+        a = call.adapter
+        lora = LoRARequest(a.name, a.id, a.path) if a else None
+        token = _CALL.set((call, lora))
         try:
-            async for out in self._llm.generate(
-                {"prompt_token_ids": prompt_ids}, params, request_id, lora_request=lora
-            ):
-                yield GenerationUpdate(
-                    prompt_tokens=len(out.prompt_token_ids or prompt_ids),
-                    deltas=[ChoiceDelta(o.index, o.text, len(o.token_ids), o.finish_reason) for o in out.outputs],
-                    finished=out.finished,
-                )
+            if call.endpoint == "chat":
+                result = await self._chat.create_chat_completion(call.request, None)
+            else:
+                result = await self._completion.create_completion(call.request, None)
         except EngineDeadError as e:
             raise EngineUnavailable("the inference engine has stopped; the gateway must be restarted") from e
-        except (VLLMClientError, ValueError) as e:
-            message = str(e)
-            if "longer than the maximum model length" in message or "maximum context length" in message:
-                raise PromptTooLong(message, "messages") from e
-            raise BadRequest(message) from e
-        except EngineGenerateError as e:
-            raise EngineUnavailable(f"generation failed in the engine: {e.__cause__ or e}") from e
+        except Exception as e:
+            raise engine_error(e) from e
+        finally:
+            _CALL.reset(token)
+        if isinstance(result, ErrorResponse):
+            raise error_from(result.error.code, result.error.message, result.error.param)
+        if isinstance(result, AsyncIterator):
+            return Served(events=result)
+        return Served(body=result.model_dump())
 
     async def load_adapter(self, adapter: AdapterHandle) -> None:
         from vllm.lora.request import LoRARequest
@@ -178,3 +203,18 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+def bound_call() -> tuple[EngineCall, Any] | None:
+    """The call (and its LoRARequest) `VLLMEngine.serve` is setting up, if any."""
+    return _CALL.get()
+
+
+async def counted(call: EngineCall, outputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Pass vLLM's RequestOutputs through, noting the first token's time and the token counts on `call`."""
+    async for out in outputs:
+        if call.first_token_at is None:
+            call.first_token_at = time.perf_counter()
+        call.prompt_tokens = len(out.prompt_token_ids or ())
+        call.completion_tokens += sum(len(o.token_ids) for o in out.outputs)  # DELTA or FINAL_ONLY: no overlap
+        yield out

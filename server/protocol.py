@@ -1,137 +1,54 @@
-"""Wire types of the OpenAI-compatible API (the fields clients rely on), plus Flywheel's `adapter`."""
+"""Wire types of the gateway's OpenAI-compatible API that are Flywheel's own.
+
+Request and response bodies of `/v1/chat/completions` and `/v1/completions` are vLLM's own types
+(`vllm/entrypoints/openai/*/protocol.py`), validated in server/engine.py; Flywheel adds two request fields
+(`adapter`, `store`), one response field (`adapter`) and the refusals below.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-MAX_N = 8
-MAX_STOP = 4
+ROLES = {"system", "developer", "user", "assistant", "tool"}
+MAX_N = 8  # choices per request: more would let one request fill the engine's batch
 
-
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
+# Fields vLLM's request types declare that this gateway cannot honour: a request that sets one gets a 400
+# naming it, instead of vLLM ignoring it without a word.
+REFUSED = {
+    "documents": "the model's chat template does not render documents",
+    "reasoning_effort": "the model has no reasoning mode",
+    "thinking_token_budget": "the model has no reasoning mode",
+    "kv_transfer_params": "the engine has no KV-cache connector",
+    "ec_transfer_params": "the engine has no encoder-cache connector",
+    "mm_processor_kwargs": "the model is text-only",
+    "media_io_kwargs": "the model is text-only",
+    "request_id": "the gateway assigns ids (feedback refers to them)",
+}
 
 
-class StreamOptions(BaseModel):
-    include_usage: bool = False
+class FlywheelFields(BaseModel):
+    """Flywheel's fields in a completion request, beside OpenAI's (vLLM's request type, documented by vLLM)."""
 
+    model_config = ConfigDict(extra="allow")
 
-class ChatCompletionRequest(BaseModel):
-    """POST /v1/chat/completions. Unknown OpenAI fields are ignored, as vLLM does."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    messages: list[ChatMessage] = Field(min_length=1)
-    model: str | None = None
+    model: str | None = Field(None, description="The base model's name, or an adapter's (as `adapter`).")
     adapter: str | None = Field(None, description="`name`, `name@<version>` or `name@<alias>`.")
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    presence_penalty: float = Field(0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    n: int = Field(1, ge=1, le=MAX_N)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=256)
     store: bool = Field(True, description="false keeps this completion out of the feedback log.")
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        stops = [value] if isinstance(value, str) else value
-        if len(stops) > MAX_STOP or any(not s for s in stops):
-            raise ValueError(f"stop takes at most {MAX_STOP} non-empty strings")
-        return stops
-
-    @model_validator(mode="after")
-    def _one_limit(self) -> ChatCompletionRequest:
-        if self.max_tokens and self.max_completion_tokens and self.max_tokens != self.max_completion_tokens:
-            raise ValueError("max_tokens and max_completion_tokens disagree; send only max_completion_tokens")
-        return self
-
-    @property
-    def token_limit(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ResponseMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(BaseModel):
-    index: int
-    message: ResponseMessage
-    finish_reason: str | None
-    logprobs: None = None
-
-
-class ChatCompletionResponse(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[Choice]
-    usage: Usage
-    adapter: str | None = Field(None, description="The adapter version that served this: `name@version`.")
-
-
-class DeltaMessage(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-
-class ChunkChoice(BaseModel):
-    index: int
-    delta: DeltaMessage
-    finish_reason: str | None = None
-    logprobs: None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    adapter: str | None = None
+    stream: bool = False
 
 
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
-    created: int
+    created: int = Field(default_factory=lambda: int(time.time()))
     owned_by: str = "flywheel"
-    root: str | None = None
-    parent: str | None = None
+    root: str | None = Field(None, description="The model this one is derived from at the start of its lineage.")
+    parent: str | None = Field(None, description="The model this one was trained from (a version or the base).")
     version: int | None = None
+    max_model_len: int | None = None
 
 
 class ModelList(BaseModel):
