@@ -13,8 +13,10 @@ from fastapi.testclient import TestClient
 from adapters.base_model import BaseModelInfo
 from adapters.registry import Registry
 from flywheel.settings import Settings
+from server.errors import AdapterLoadFailed
 from tests.adapters.test_registry_busy import locked_by_another_process
 from tests.fake_engine import FakeEngine
+from tests.gateway.conftest import start
 from tests.gateway.test_chat_routes import HI, register
 from tests.lora_factory import write_lora
 
@@ -147,3 +149,23 @@ def test_chat_answers_while_an_admin_write_waits_on_a_locked_registry(client: Te
     assert answers == [200, 200, 200]
     assert waiting, "chat waited behind the admin write"  # answered while the promote still waited
     assert promoted[0].status_code in (200, 503)  # lock freed in time, or registry_busy after the timeout
+
+
+class ChangesUnderTheEngine(FakeEngine):
+    """Plays files that change as vLLM reads them: the load fails, and the files no longer match."""
+
+    async def load_adapter(self, adapter) -> None:
+        if adapter.name == "bot@2":
+            flip_bytes(Path(adapter.path) / WEIGHTS)
+            raise AdapterLoadFailed(f"vLLM could not load {adapter.name}: SafetensorError: invalid header")
+        await super().load_adapter(adapter)
+
+
+def test_a_load_failure_on_changed_files_is_broken_not_409(settings: Settings, base_dir: Path, tmp_path: Path):
+    for client in start(settings, ChangesUnderTheEngine()):
+        register(client, "bot", write_lora(tmp_path / "a1", base_dir, seed=1))
+        register(client, "bot", write_lora(tmp_path / "a2", base_dir, seed=2), alias=None)
+        r = chat(client, "bot@2")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "adapter_broken"
+        assert version_of(client, "bot", 2)["status"] == "broken"
+        assert chat(client, "bot").json()["adapter"] == "bot@1"
