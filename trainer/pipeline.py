@@ -146,9 +146,11 @@ class Pipeline:
         results = []
         for name in stages:
             self._check_stop()
+            self.store.update(self.run_id, stage=name, step=0)
             callback = RunProgress(self.store, self.run_id, name, self.should_stop)
             results.append(STAGES[name](model, tokenizer, getattr(data, name), config, out_dir, [callback]))
         self._check_stop()
+        self.store.update(self.run_id, stage="save")
         save_adapter(model, adapter_dir)
         del model
         gc.collect()
