@@ -154,7 +154,8 @@ def adapters_show(name: str = typer.Argument(..., help="Adapter name.")) -> None
         held = ", ".join(a for (_, a), n in aliases.items() if n == v.version)
         metrics = ", ".join(f"{k}={val:.3g}" if isinstance(val, float) else f"{k}={val}"
                             for k, val in v.metrics.items() if not isinstance(val, list | dict))
-        table.add_row(f"v{v.version}", held or "-", v.status, v.source, _v(v.parent_version), str(v.rank),
+        status = f"{v.status}: {v.status_reason}" if v.status_reason else v.status  # why a version is broken
+        table.add_row(f"v{v.version}", held or "-", status, v.source, _v(v.parent_version), str(v.rank),
                       _when(v.created_at), v.sha256[:12], metrics[:80] or "-")
     console.print(table)
 

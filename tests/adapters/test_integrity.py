@@ -130,3 +130,19 @@ def _catch(errors: list[Exception], call) -> None:
         call()
     except Exception as e:
         errors.append(e)
+
+
+def test_flywheel_adapters_show_says_why_a_version_is_broken(tmp_path: Path, base_dir: Path):
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+    from flywheel.settings import Settings
+
+    env = {"FLYWHEEL_MODEL_PATH": str(base_dir), "FLYWHEEL_DATA_DIR": str(tmp_path / "data"),
+           "FLYWHEEL_MAX_LORA_RANK": "8", "FLYWHEEL_TRAIN_LORA_RANK": "8", "COLUMNS": "300"}
+    settings = Settings(data_dir=tmp_path / "data", model_path=base_dir)
+    registry = Registry(settings.registry_db, settings.adapters_dir, BaseModelInfo.from_dir(base_dir), max_rank=8)
+    registry.register("bot", write_lora(tmp_path / "a", base_dir), alias="production")
+    registry.mark_broken("bot", 1, "adapter_model.safetensors is missing")
+    result = CliRunner().invoke(app, ["adapters", "show", "bot"], env=env)
+    assert result.exit_code == 0 and "broken: adapter_model.safetensors is missing" in result.output
