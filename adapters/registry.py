@@ -3,7 +3,12 @@
 Storage is SQLite (WAL mode) through sqlite-utils. Several processes (gateway, CLI, trainer) share
 one database file; every alias move is one `BEGIN IMMEDIATE` transaction, so moves never interleave.
 A process that holds the write lock too long makes the others' writes fail after `busy_timeout` with
-`RegistryBusy` instead of hanging; readers are not blocked by a writer in WAL mode.
+`RegistryBusy` instead of hanging; readers are not blocked by a writer in WAL mode, and reads use a
+connection of their own so that they never queue behind this process's own waiting write either.
+
+A version is `ready`, `rejected` (by the evaluation gate) or `broken` (its files no longer match the
+manifest recorded at registration, adapters/integrity.py). Status changes are recorded in
+`status_events` and move the change token, so every gateway following the registry sees them.
 """
 
 from __future__ import annotations

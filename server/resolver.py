@@ -107,14 +107,17 @@ class AdapterResolver:
         """
         if version.status == "broken":
             raise broken_error(version, version.status_reason or "its files do not match the registered ones")
+        lock = self._locks.setdefault(version.id, asyncio.Lock())
         if version.id in self._loaded:
             problems = self.integrity.cached(version)  # unchanged files: no hashing on the hot path
             if problems is None:
-                problems = await asyncio.to_thread(self.integrity.check, version)
+                async with lock:  # files changed: one hash for a burst of requests, not one each
+                    problems = self.integrity.cached(version)
+                    if problems is None:
+                        problems = await asyncio.to_thread(self.integrity.check, version)
             if problems:
                 await self._broken(version, problems)
             return
-        lock = self._locks.setdefault(version.id, asyncio.Lock())
         async with lock:
             if version.id in self._loaded:
                 return
