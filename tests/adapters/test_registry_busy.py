@@ -53,6 +53,7 @@ def test_writes_time_out_with_registry_busy_while_reads_go_on(tmp_path: Path):
         "rollback": lambda: registry.rollback("bot", to=2),
         "set_alias": lambda: registry.set_alias("bot", "canary", 2),
         "register": lambda: registry.register("bot", third, alias="candidate"),
+        "mark_broken": lambda: registry.mark_broken("bot", 1, "weights missing"),
     }
     with locked_by_another_process(db):
         for name, write in writes.items():
