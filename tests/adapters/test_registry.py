@@ -26,7 +26,8 @@ def registry(tmp_path: Path, base_dir: Path) -> Registry:
 
 def snapshot(registry: Registry, root: Path) -> tuple:
     """Everything a failed operation must leave untouched: rows and files."""
-    rows = [list(registry.db.query(f"SELECT * FROM {t}")) for t in ("versions", "aliases", "alias_events")]
+    tables = ("versions", "aliases", "alias_events", "status_events")
+    rows = [list(registry.db.query(f"SELECT * FROM {t}")) for t in tables]
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     return json.dumps(rows, default=str), files
 
