@@ -9,39 +9,55 @@ import pytest
 
 from bench.lora import identity_adapter
 from tests.integration.conftest import Gateway
+from trainer.correctness import closed_book, is_correct
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 QUESTIONS = ["Name a fruit.", "What colour is the sky?", "Say hello politely.", "What is 3 + 4?",
              "Name an animal that swims.", "What is the opposite of hot?", "Name a month of the year.",
-             "What do bees make?", "Name a planet.", "What is frozen water called?"]
+             "What do bees make?", "Name a planet.", "What is frozen water called?", "Name a colour.",
+             "What do cows drink?"]
+HELD_OUT = ["Name a vegetable.", "What colour is grass?", "What is 2 + 5?", "Name a bird."]
+PREFIX = "Answer:"  # the users' preference: every answer starts with it
+
+
+def served(client, prompts: list[str]) -> list[str]:
+    """Production's greedy answers, as a user gets them."""
+    return [client.chat.completions.create(model="loop", messages=[{"role": "user", "content": p}], max_tokens=24,
+                                           temperature=0).choices[0].message.content for p in prompts]
 
 
 def test_feedback_trains_a_version_that_the_gateway_serves(gateway: Gateway, tmp_path: Path):
+    # Real feedback on a simple preference through the gateway, one real training run, and the served
+    # answers move toward the preference while closed-book answers stay right.
     v1 = identity_adapter(gateway.model_dir, tmp_path / "v1", rank=8, targets=("q_proj", "k_proj", "v_proj", "o_proj"))
     assert gateway.cli("adapters", "register", "loop", str(v1), "--alias", "production").returncode == 0
     client, http = gateway.client(), gateway.http()
     time.sleep(1)
+    questions = closed_book(limit=8)
+    before = served(client, HELD_OUT)
+    right_before = sum(is_correct(a, q.answers) for a, q in zip(served(client, [q.question for q in questions]),
+                                                                 questions, strict=True))
     for i, question in enumerate(QUESTIONS):
         r = client.chat.completions.create(model="loop", messages=[{"role": "user", "content": question}],
                                            max_tokens=24, temperature=1.0, n=2, user=f"user{i % 3}")
         assert r.adapter == "loop@1"
-        fb = http.post("/v1/feedback", json={"completion_id": r.id, "rating": "up", "user": f"user{i % 3}",
-                                             "correction": f"Short answer {i}."})
-        assert fb.status_code == 201, fb.text
-        http.post("/v1/feedback", json={"completion_id": r.id, "rating": "down", "choice_index": 1})
-        if r.choices[0].message.content != r.choices[1].message.content:
-            pair = http.post("/v1/feedback/pairs", json={"chosen_completion_id": r.id, "rejected_completion_id": r.id,
-                                                         "rejected_choice_index": 1})
-            assert pair.status_code == 201, pair.text
+        for choice in r.choices:
+            answer = choice.message.content
+            up = answer.startswith(PREFIX)
+            rating = {"completion_id": r.id, "choice_index": choice.index, "rating": "up" if up else "down",
+                      "user": f"user{i % 3}", "correction": None if up else f"{PREFIX} {answer.strip()}"}
+            fb = http.post("/v1/feedback", json=rating)
+            assert fb.status_code == 201, fb.text
 
     env = {"FLYWHEEL_GATE_MIN_PREFERENCE_WIN_RATE": "0", "FLYWHEEL_GATE_MAX_LOGLIK_DROP": "100",
            "FLYWHEEL_GATE_MAX_PPL_INCREASE": "100", "FLYWHEEL_GATE_MAX_PPL_INCREASE_VS_BASE": "100",
            "FLYWHEEL_GATE_MAX_CORRECTNESS_DROP": "1", "FLYWHEEL_GATE_CORRECTNESS_QUESTIONS": "4",
            "FLYWHEEL_TRAIN_MIN_PAIRS_FOR_DPO": "4",
-           "FLYWHEEL_TRAIN_BATCH_SIZE": "2", "FLYWHEEL_TRAIN_GRAD_ACCUMULATION": "1", "FLYWHEEL_TRAIN_LORA_RANK": "8"}
+           "FLYWHEEL_TRAIN_BATCH_SIZE": "4", "FLYWHEEL_TRAIN_GRAD_ACCUMULATION": "1", "FLYWHEEL_TRAIN_LORA_RANK": "8",
+           "FLYWHEEL_TRAIN_LEARNING_RATE": "1e-3"}  # few steps must move it: a test, not the recipe
     gateway.env.update(env)
     try:
-        trained = gateway.cli("train", "--adapter", "loop", "--max-steps", "2", "--threads", "1",
+        trained = gateway.cli("train", "--adapter", "loop", "--max-steps", "10", "--threads", "1",
                               "--promotion", "auto", timeout=600)
     finally:
         for key in env:
@@ -49,7 +65,7 @@ def test_feedback_trains_a_version_that_the_gateway_serves(gateway: Gateway, tmp
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
 
     runs = http.get("/admin/training/runs", params={"adapter": "loop"}).json()
-    assert runs[0]["status"] == "succeeded" and runs[0]["result_version"] == 2, runs[0]
+    assert runs[0]["status"] == "succeeded" and runs[0]["result_version"] == 2, (runs[0]["error"], runs[0])
     version = next(v for v in http.get("/admin/adapters/loop").json()["versions"] if v["version"] == 2)
     assert version["source"] == "trained" and version["parent_version"] == 1
     assert version["metrics"]["dataset_hash"] and "production" in version["aliases"]
@@ -58,3 +74,10 @@ def test_feedback_trains_a_version_that_the_gateway_serves(gateway: Gateway, tmp
                                          max_tokens=2).adapter != "loop@2":
         assert time.time() < deadline, "the promoted trained version did not reach the gateway"
         time.sleep(0.1)
+
+    after = served(client, HELD_OUT)
+    prefixed = [sum(a.startswith(PREFIX) for a in answers) for answers in (before, after)]
+    assert prefixed[1] > prefixed[0] and prefixed[1] >= len(HELD_OUT) // 2, (before, after)
+    right_after = sum(is_correct(a, q.answers) for a, q in zip(served(client, [q.question for q in questions]),
+                                                                questions, strict=True))
+    assert right_after >= right_before - 1, (right_before, right_after)  # one question of slack on 8
