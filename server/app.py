@@ -18,6 +18,7 @@ from adapters.runs import RunStore
 from feedback.store import FeedbackStore
 from flywheel.settings import Settings
 from server.chat import ChatHandler
+from server.console import routes as console
 from server.cpu_affinity import keep_off_engine_cores
 from server.engine import Engine, EngineCall, parse_request
 from server.errors import install_error_handlers
@@ -155,7 +156,7 @@ def create_app(
     install_error_handlers(app)
     app.router.routes.append(feedback.submit_feedback_route)  # its 405 and OpenAPI entry (the fast path serves it)
     app.add_middleware(feedback.FeedbackFastPath)  # the hottest route's requests, past routing
-    for module in (health, chat, feedback, admin, training):
+    for module in (health, chat, feedback, admin, training, console):
         app.include_router(module.router)
     _document(app, "/v1/feedback", feedback.openapi_path())
     return app

@@ -13,6 +13,7 @@ from tests.gateway.conftest import start
 from tests.gateway.test_chat_routes import HI
 
 OPEN = {"/health", "/ready", "/metrics"}
+CONSOLE_OPEN = ("/console/login", "/console/static/")  # its login form (the key comes in the form: tests/console)
 
 
 def routes(client: TestClient) -> list[tuple[str, str]]:
@@ -65,9 +66,11 @@ def test_every_route_needs_the_key_it_documents(env_settings, engine: FakeEngine
         for method, path in routes(client):
             status = {key: client.request(method, path, headers=bearer(key)).status_code
                       for key in (None, "wrong", "u1", "boss")}
-            if path in OPEN:
+            if path in OPEN or (method == "GET" and path.startswith(CONSOLE_OPEN)):
                 assert 401 not in status.values(), (method, path, status)
-            elif path.startswith("/admin"):
+            elif path.startswith(CONSOLE_OPEN):
+                assert set(status.values()) == {401}, (method, path, status)  # a login without the key in its form
+            elif path.startswith(("/admin", "/console")):
                 assert status[None] == status["wrong"] == status["u1"] == 401, (method, path, status)
                 assert status["boss"] != 401, (method, path, status)
             else:

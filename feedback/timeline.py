@@ -1,0 +1,120 @@
+"""Read-only views of one adapter's feedback for browsing: recent ratings (scrubbed) and counts over time.
+
+Text is scrubbed exactly as the exports scrub it (`feedback.scrubbing.Scrubber`): what an operator
+reads in the console is what a training set would contain. Each call opens its own read-only
+connection (`mode=ro`), so nothing here can write or hold up the store's writer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from feedback.scrubbing import Scrubber
+
+BUCKET_SECONDS = {"hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class RecentRating:
+    """One rating as the console shows it: scrubbed prompt, answer, comment and correction."""
+
+    id: str
+    adapter: str | None
+    adapter_version: int | None
+    rating: str
+    prompt: str
+    answer: str
+    comment: str
+    correction: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Ratings and completions of one version in one hour or day (`start`: the bucket's first second, UTC)."""
+
+    start: float
+    completions: int
+    up: int
+    down: int
+    corrections: int
+
+    @property
+    def ratings(self) -> int:
+        return self.up + self.down
+
+    @property
+    def up_rate(self) -> float | None:
+        return self.up / self.ratings if self.ratings else None
+
+
+@contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _last_user_text(messages: list[dict]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    return ""
+
+
+class FeedbackTimeline:
+    """Recent ratings and per-bucket counts of one adapter's versions, from the feedback database."""
+
+    def __init__(self, feedback_db: Path):
+        self.feedback_db = feedback_db
+
+    def recent(self, adapter: str, version: int | None = None, offset: int = 0,
+               limit: int = 25) -> tuple[list[RecentRating], int]:
+        """The newest ratings of `adapter` (of one version, when given), scrubbed, and how many there are."""
+        where, args = "f.adapter = ?", [adapter]
+        if version is not None:
+            where, args = where + " AND f.adapter_version = ?", [*args, version]
+        with _read_only(self.feedback_db) as conn:
+            (total,) = conn.execute(f"SELECT COUNT(*) FROM feedback f WHERE {where}", args).fetchone()
+            rows = conn.execute(
+                "SELECT f.id, f.adapter, f.adapter_version, f.rating, f.choice_index, f.comment, f.correction,"
+                " f.created_at, c.messages, c.choices FROM feedback f LEFT JOIN completions c ON c.id = f.completion_id"
+                f" WHERE {where} ORDER BY f.created_at DESC, f.id DESC LIMIT ? OFFSET ?", [*args, limit, offset],
+            ).fetchall()
+        scrub = Scrubber().scrub
+        result = []
+        for id_, name, v, rating, index, comment, correction, at, messages, choices in rows:
+            answers = {c.get("index"): c.get("text") or "" for c in json.loads(choices or "[]")}
+            result.append(RecentRating(
+                id=id_, adapter=name, adapter_version=v, rating=rating,
+                prompt=scrub(_last_user_text(json.loads(messages or "[]"))), answer=scrub(answers.get(index, "")),
+                comment=scrub(comment or ""), correction=scrub(correction or ""), created_at=at,
+            ))
+        return result, total
+
+    def buckets(self, adapter: str, version: int, unit: str = "hour", limit: int = 168) -> list[Bucket]:
+        """Counts per hour or day for one version, the newest `limit` buckets with any traffic, oldest first."""
+        size = BUCKET_SECONDS[unit]
+        start = f"CAST(created_at / {size} AS INTEGER) * {size}"
+        where, args = "adapter = ? AND adapter_version = ?", [adapter, version]
+        with _read_only(self.feedback_db) as conn:
+            ratings = conn.execute(
+                f"SELECT {start} AS b, SUM(rating = 'up'), SUM(rating = 'down'),"
+                f" SUM(correction IS NOT NULL AND correction != '') FROM feedback WHERE {where}"
+                " GROUP BY b ORDER BY b DESC LIMIT ?", [*args, limit],
+            ).fetchall()
+            volume = dict(conn.execute(
+                f"SELECT {start} AS b, COUNT(*) FROM completions WHERE {where} GROUP BY b ORDER BY b DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall())
+        counts = {b: (up or 0, down or 0, fixes or 0) for b, up, down, fixes in ratings}
+        starts = sorted(set(counts) | set(volume))[-limit:]
+        return [Bucket(float(b), volume.get(b, 0), *counts.get(b, (0, 0, 0))) for b in starts]

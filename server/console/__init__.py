@@ -1,0 +1,1 @@
+"""The operator console at /console: adapters, versions, feedback over time, runs, and the admin actions."""
