@@ -63,9 +63,11 @@ class TrainingData:
 def from_feedback(feedback_db: Path, adapter: str, since: float | None = None) -> TrainingData:
     """Export the adapter's feedback into SFT, DPO and KTO sets (held-out parts feed the gate)."""
     from feedback.export import build_training_set  # feedback is optional for the training core
-    from feedback.store import FeedbackStore
+    from feedback.reader import FeedbackReader
 
-    with FeedbackStore(feedback_db) as store:
+    if not Path(feedback_db).is_file():
+        return TrainingData()  # nothing rated yet: the run is refused for lack of data, like an empty store
+    with FeedbackReader(feedback_db) as store:
         built = {kind: build_training_set(store, adapter, kind, since=since) for kind in ("sft", "dpo", "kto")}
     held = HeldOut(pairs=list(built["dpo"].held_out), answers=list(built["sft"].held_out))
     ids = sorted({i for s in built.values() for i in s.feedback_ids})
@@ -83,11 +85,11 @@ def from_feedback(feedback_db: Path, adapter: str, since: float | None = None) -
 
 def adapters_with_feedback(feedback_db: Path) -> list[str]:
     """Adapter names that have ratings or pairs (the base model's feedback, adapter None, is skipped)."""
-    from feedback.store import FeedbackStore
+    from feedback.reader import FeedbackReader
 
-    if not Path(feedback_db).exists():
+    if not Path(feedback_db).is_file():
         return []
-    with FeedbackStore(feedback_db) as store:
+    with FeedbackReader(feedback_db) as store:
         rows = [*store.rating_counts(), *store.pair_counts()]
     return sorted({r["adapter"] for r in rows if r.get("adapter")})
 

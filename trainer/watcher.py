@@ -136,11 +136,11 @@ def feedback_counter(feedback_db: Path) -> CountNew:
 
     def count(adapter: str, since: float | None) -> int:
         from feedback.export import count_usable_since
-        from feedback.store import FeedbackStore
+        from feedback.reader import FeedbackReader
 
-        if not feedback_db.exists():
+        if not feedback_db.is_file():
             return 0
-        with FeedbackStore(feedback_db) as store:
+        with FeedbackReader(feedback_db) as store:
             return count_usable_since(store, adapter, since)
 
     return count
@@ -227,13 +227,13 @@ class Watcher:
 
     def review_canaries(self) -> None:
         """Promote or roll back running canaries whose ratings decide it (policy `canary`)."""
-        from feedback.store import FeedbackStore
+        from feedback.reader import FeedbackReader
 
         registry = self.settings.registry()
         canaries = [name for (name, alias) in registry.aliases() if alias == CANARY]
-        if not canaries:
+        if not canaries or not self.settings.feedback_db.is_file():
             return
-        with FeedbackStore(self.settings.feedback_db) as store:
+        with FeedbackReader(self.settings.feedback_db) as store:
             for adapter in canaries:
                 review_canary(registry, store.rating_counts(adapter), adapter, self.settings.promotion)
 
