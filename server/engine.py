@@ -9,6 +9,7 @@ The rest of the server talks to the small `Engine` protocol below, so route test
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -182,6 +183,11 @@ class VLLMEngine:
             raise engine_error(e) from e
         finally:
             _CALL.reset(token)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # vLLM answers a cancelled non-streamed request with a "Client disconnected" error body (its engine
+            # request is aborted by then); the caller's task was cancelled, so it must see a cancellation
+            raise asyncio.CancelledError
         if isinstance(result, ErrorResponse):
             raise error_from(result.error.code, result.error.message, result.error.param)
         if isinstance(result, AsyncIterator):
