@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -203,6 +204,37 @@ def dtype(
     console.print(f"auto picks {report.auto}: {report.auto_reason}")
     _table("matmul GFLOP/s per dtype: median (worst-best)", HEADERS, rows(report))
     console.print("written: " + ", ".join(str(p) for p in report.files))
+
+
+@app.command()
+def quant(
+    steps: int = typer.Option(6, min=1, help="Measured optimizer steps per stage and side."),
+    warmup: int = typer.Option(2, min=0, help="Steps run first and left out of the median."),
+    rounds: int = typer.Option(2, min=1, help="Rounds of both sides; the order alternates every round."),
+    threads: int = typer.Option(max(1, (os.cpu_count() or 2) - 1), min=1,
+                                help="torch threads (default: the trainer's, all cores but one)."),
+    out: Path = typer.Option(DOCS, help="Where bench_quant.json and bench_quant.md go."),
+) -> None:
+    """Seconds per SFT and DPO step with the base in 4-bit NF4 against 16-bit (what train_load_in_4bit=auto
+    decides), on Flywheel's training path, and the loaded model's memory."""
+    import logging
+
+    from bench.hardware import detect
+    from bench.progress import Steps
+    from bench.quant import HEADERS, run_quant_bench, write_report
+    from bench.train_baseline import StepConfig
+    from flywheel.default_model import prepare_default_model
+    from flywheel.settings import Settings
+
+    logging.getLogger("trainer").setLevel(logging.WARNING)
+    model_dir = prepare_default_model(Settings(data_dir=REPO / "data").default_model_dir).resolve()
+    config = StepConfig(model_dir=model_dir, steps=steps, warmup=warmup, threads=threads,
+                        dpo_pairs=max(40, (steps + warmup) * 4))
+    with Steps(console).bar("training steps", rounds * 4 * (steps + warmup)) as advance:
+        report = run_quant_bench(config, rounds, detect(), on_step=advance)
+    _table("seconds per training step: median (worst-best round)", HEADERS, report.rows())
+    console.print(f"memory (base + LoRA): {report.footprint_mib}; auto picks the {report.auto_picks} here")
+    console.print("written: " + ", ".join(str(p) for p in write_report(report, out)))
 
 
 @app.command()

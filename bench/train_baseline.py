@@ -110,9 +110,11 @@ def synthetic_rows(config: StepConfig, seed: int = 0) -> tuple[list[dict], list[
     return sft, dpo
 
 
-def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: int, on_step: Tick = None
-                  ) -> list[StageTiming]:
-    """Flywheel's path: load_trainable, then train_sft and train_dpo on the same model, as Pipeline._train does."""
+def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: int, on_step: Tick = None,
+                  load_in_4bit: bool = True, side: str = "flywheel") -> list[StageTiming]:
+    """Flywheel's path: load_trainable, then train_sft and train_dpo on the same model, as Pipeline._train does.
+
+    `load_in_4bit=False` trains the same LoRA on the 16-bit base (`flywheel bench quant` compares the two)."""
     from datasets import Dataset
 
     from adapters.runs import RunStore
@@ -123,7 +125,7 @@ def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: 
 
     train = TrainConfig(learning_rate=config.learning_rate, max_steps=config.warmup + config.steps,
                         batch_size=config.batch_size, grad_accumulation=1, max_length=config.max_length,
-                        num_threads=config.threads, min_pairs_for_dpo=1)
+                        num_threads=config.threads, min_pairs_for_dpo=1, load_in_4bit=load_in_4bit)
     recipe = LoraRecipe(r=config.r, alpha=config.alpha, dropout=config.dropout, max_rank=max(16, config.r))
     timings = []
     with tempfile.TemporaryDirectory(prefix="bench-train-flywheel-") as tmp:
@@ -138,7 +140,7 @@ def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: 
             clock = step_clock_class()(on_step)
             fn(model, tokenizer, Dataset.from_list(rows), train, Path(tmp) / "out",
                [clock, RunProgress(store, run_id, stage)])
-            timings.append(clock.timing("flywheel", stage, round_, config.warmup, load_s))
+            timings.append(clock.timing(side, stage, round_, config.warmup, load_s))
             load_s = 0.0  # DPO continues on the SFT model: no second load
         del model
     gc.collect()

@@ -78,8 +78,11 @@ class TrainConfig:
         default_factory=_default_threads,
         metadata={"help": "CPU threads for torch. Default: all cores but one, which is left to serving."},
     )
-    load_in_4bit: bool = field(
-        default=True, metadata={"help": "QLoRA: load the base in 4-bit NF4 with double quantization."}
+    load_in_4bit: bool | Literal["auto"] = field(
+        default="auto",
+        metadata={"help": "QLoRA: load the base in 4-bit NF4 with double quantization. auto: on a CUDA GPU, where "
+                  "memory binds; not on a CPU, where bitsandbytes dequantizes the weights on every matmul and a "
+                  "training step takes longer (docs/bench_quant.md)."},
     )
     dtype: str = field(
         default="auto",
@@ -121,6 +124,8 @@ class TrainConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid TrainConfig values: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
+        if self.load_in_4bit not in (True, False, "auto"):
+            raise ValueError(f"load_in_4bit={self.load_in_4bit!r} must be true, false or auto")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ValueError(f"dtype={self.dtype!r} must be auto, bfloat16, float16 or float32")
         if self.dpo_reference not in ("base", "start"):

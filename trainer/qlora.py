@@ -1,4 +1,4 @@
-"""Load the base for training (4-bit NF4 QLoRA, or plain LoRA without 4-bit support) with a LoRA on top."""
+"""Load the base for training (4-bit NF4 QLoRA where it pays, else plain LoRA on the 16-bit base) with a LoRA on top."""
 
 from __future__ import annotations
 
@@ -34,6 +34,14 @@ def load_tokenizer(model_path: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def use_4bit(setting: bool | str) -> bool:
+    """Whether to load the base in 4-bit: as set, or with `auto` on a CUDA GPU only.
+
+    On a CPU, bitsandbytes dequantizes the 4-bit weights on every matmul, forward and backward; with a model
+    small enough for a CPU, the memory saved binds nothing and each step is slower (`flywheel bench quant`)."""
+    return torch.cuda.is_available() if setting == "auto" else bool(setting)
+
+
 def _load_4bit(model_path: Path, dtype: torch.dtype) -> torch.nn.Module | None:
     try:
         quant = BitsAndBytesConfig(
@@ -52,7 +60,7 @@ def load_base(model_path: Path, config: TrainConfig) -> tuple[torch.nn.Module, b
     """Load the frozen base model; returns (model, quantized). Falls back to full precision with a WARNING."""
     torch.set_num_threads(config.num_threads)
     dtype = compute_dtype(config)
-    model = _load_4bit(model_path, dtype) if config.load_in_4bit else None
+    model = _load_4bit(model_path, dtype) if use_4bit(config.load_in_4bit) else None
     quantized = model is not None
     if model is None:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
@@ -65,8 +73,8 @@ def load_base(model_path: Path, config: TrainConfig) -> tuple[torch.nn.Module, b
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
-    logger.info("loaded base %s (%s, %s compute: %s)", model_path, "4-bit NF4" if quantized else "full precision",
-                dtype, choose_dtype(config.dtype).reason)
+    how = "4-bit NF4" if quantized else "16-bit" + (" (auto: no CUDA GPU)" if config.load_in_4bit == "auto" else "")
+    logger.info("loaded base %s (%s, %s compute: %s)", model_path, how, dtype, choose_dtype(config.dtype).reason)
     return model, quantized
 
 

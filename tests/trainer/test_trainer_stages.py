@@ -36,7 +36,7 @@ def assert_only_lora_changed(model: torch.nn.Module, lora_before: dict, base_bef
     ids=["sft", "dpo", "kto"],
 )
 def test_stage_trains_lora_only_and_registers(stage, rows, model_path: Path, tmp_path: Path) -> None:
-    config = tiny_train()
+    config = tiny_train(load_in_4bit=True)  # QLoRA, the recipe where memory binds (auto picks it on a GPU)
     model, quantized = load_trainable(model_path, tiny_lora(), config)
     assert quantized, "bitsandbytes 4-bit should work on this machine"
     lora_before, base_before = lora_state(model), base_state(model)
