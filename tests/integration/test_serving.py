@@ -113,9 +113,9 @@ def test_bad_input_gets_openai_errors(gateway: Gateway, peft_adapters: list[Path
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "adapter_model.safetensors").write_bytes((peft_adapters[0] / "adapter_model.safetensors").read_bytes())
-    result = gateway.cli("adapters", "register", "broken", str(broken))
+    result = gateway.cli("adapters", "register", "unregistrable", str(broken))
     assert result.returncode == 1 and "adapter_config.json is missing" in result.stdout
-    assert "broken" not in gateway.cli("adapters", "list").stdout
+    assert "unregistrable" not in gateway.cli("adapters", "list").stdout  # nothing was written
 
 
 def test_seeded_sampling_under_load_keeps_the_engine_up(gateway: Gateway, peft_adapters: list[Path]):
