@@ -81,6 +81,7 @@ class LoopBench:
         self.check = PREFERENCES[config.preference].check
         self.heldout = load_prompts("heldout")[: config.heldout]
         self.questions = correctness.closed_book(limit=config.questions)
+        self.answer_tokens = correctness_tokens()
         self.train_prompts = load_prompts("train")
         self.base_ppl: float | None = None
         self.production_ppl: float | None = None
@@ -89,7 +90,7 @@ class LoopBench:
         body = {"model": ADAPTER, "messages": [{"role": "user", "content": prompt}], "user": user,
                 "max_tokens": self.config.max_tokens, "temperature": self.config.temperature}
         if greedy:  # closed-book questions are asked as the gate asks them
-            body.update(temperature=0.0, max_tokens=correctness_tokens())
+            body.update(temperature=0.0, max_tokens=self.answer_tokens)
         r = await client.post("/v1/chat/completions", json=body)
         r.raise_for_status()
         return r.json()
