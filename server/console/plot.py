@@ -59,11 +59,10 @@ def _stamp(at: float, unit: str) -> str:
     return time.strftime("%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d", time.gmtime(at))
 
 
-def move_kind(event: AliasEvent, version: int) -> str:
-    """How a move reads on `version`'s plot: it went live (promote) or was moved away from (rollback)."""
-    if event.to_version == version:
-        return "rollback" if "rollback" in event.reason.lower() else "promote"
-    return "rollback" if "rollback" in event.reason.lower() else "replaced"
+def move_kind(event: AliasEvent) -> str:
+    """A move back to an older version reads as a rollback, any other as a promote (moves record no kind)."""
+    older = event.from_version is not None and event.to_version is not None and event.to_version < event.from_version
+    return "rollback" if older else "promote"
 
 
 def plot(buckets: list[Bucket], events: list[AliasEvent], version: int, unit: str) -> Plot:
@@ -97,6 +96,6 @@ def plot(buckets: list[Bucket], events: list[AliasEvent], version: int, unit: st
     for e in events:
         if t0 <= e.at <= t1 and e.alias in ("production", "canary"):
             title = f"{e.alias}: v{e.from_version} -> v{e.to_version} by {e.actor} ({e.reason})"
-            result.markers.append(Marker(x_of(e.at), move_kind(e, version), title))
+            result.markers.append(Marker(x_of(e.at), move_kind(e), title))
     result.first, result.last = _stamp(t0, unit), _stamp(buckets[-1].start, unit)
     return result

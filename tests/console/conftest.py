@@ -1,0 +1,144 @@
+"""Console tests: the real gateway (fake engine) under uvicorn, driven by Playwright in Debian's headless chromium.
+
+Playwright's own browser download cannot be fetched here, so it is pointed at the system binary. Without
+it these tests fail, naming the package to install: a console nobody tested in a browser is not tested.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from adapters.base_model import BaseModelInfo
+from adapters.registry import Registry
+from flywheel.settings import Settings
+from server.app import create_app
+from tests.fake_engine import FakeEngine
+from tests.lora_factory import write_lora, write_tiny_base
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ADMIN_KEY = "console-test-key"
+GATE = {"candidate_correctness": 0.62, "production_correctness": 0.58, "base_correctness": 0.55,
+        "closed_book_questions": 50, "candidate_ppl": 11.5, "production_ppl": 11.2, "base_ppl": 11.0,
+        "correctness_samples": {"candidate": [{"question": "Capital of France?", "answer": "Paris"}]}}
+REJECTED_REASON = "forgetting: perplexity on general text is 19.00 against production's 11.20 (allowed up to 12.32)"
+
+
+def chromium_path() -> str:
+    """The system chromium, or a test failure that says how to install it (never a skip)."""
+    found = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
+    if not found:
+        pytest.fail("the console tests need Debian's chromium: `sudo apt-get install -y chromium` "
+                    "(.ci/run installs it); Playwright's own browser download cannot be used here", pytrace=False)
+    return found
+
+
+@dataclass
+class Gateway:
+    url: str
+    registry: Registry
+    settings: Settings
+
+    def served_by(self, adapter: str = "bot") -> str:
+        """Which version answers a chat request for `adapter`, through the public API."""
+        body = {"messages": [{"role": "user", "content": "Hi there"}], "adapter": adapter}
+        return httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=10).json()["adapter"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seed(registry: Registry, base: Path, tmp: Path) -> None:
+    """bot: v1 production, v2 candidate (trained, gate numbers), v3 rejected by the gate; helper: v1."""
+    lineage = {"run_id": 1, "feedback_count": 12}
+    registry.register("bot", write_lora(tmp / "b1", base, seed=1), alias="production")
+    registry.register("bot", write_lora(tmp / "b2", base, seed=2), source="trained", parent_version=1,
+                      metrics={"gate": GATE, "gate_passed": True, "gate_reasons": [], **lineage}, alias="candidate")
+    registry.register("bot", write_lora(tmp / "b3", base, seed=3), source="trained", parent_version=1,
+                      metrics={"gate": {**GATE, "candidate_ppl": 19.0}, "gate_reasons": [REJECTED_REASON],
+                               "run_id": 2}, status="rejected")
+    registry.register("helper", write_lora(tmp / "h1", base, seed=4), alias="production")
+
+
+def rate(url: str, ratings: list[tuple[str, str | None]]) -> None:
+    """Chat with bot's production version and rate each answer through the public API."""
+    for rating, correction in ratings:
+        body = {"messages": [{"role": "user", "content": "mail me at jane.doe@example.com please"}],
+                "adapter": "bot"}
+        completion = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).json()
+        feedback = {"completion_id": completion["id"], "rating": rating, "correction": correction}
+        assert httpx.post(f"{url}/v1/feedback", json=feedback, timeout=10).status_code < 300
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("console")
+    base = write_tiny_base(tmp / "base")
+    settings = Settings(data_dir=tmp / "data", model_path=base, registry_poll_seconds=0.05, max_lora_rank=8,
+                        train_lora_rank=8, admin_key=ADMIN_KEY)
+    registry = Registry(settings.registry_db, settings.adapters_dir, BaseModelInfo.from_dir(base), 8)
+    seed(registry, base, tmp)
+    config = uvicorn.Config(create_app(settings, lambda _: FakeEngine()), host="127.0.0.1", port=free_port(),
+                            log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="console-gateway", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{config.port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.time() < deadline, "the gateway did not become ready"
+        time.sleep(0.05)
+    rate(url, [("up", None), ("up", None), ("down", "Write <b>to</b> jane.doe@example.com instead")])
+    try:
+        yield Gateway(url, registry, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    executable = chromium_path()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the console tests need Playwright's Python package: `pip install -e '.[dev]'`", pytrace=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, gateway: Gateway) -> Iterator:
+    """A fresh browser context (no cookies) per test."""
+    context = browser.new_context(base_url=gateway.url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def log_in(page, key: str = ADMIN_KEY) -> None:
+    page.goto("/console/login")
+    page.fill("input[name=key]", key)
+    page.click("#login button[type=submit]")

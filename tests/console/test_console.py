@@ -1,0 +1,139 @@
+"""The operator console in a real headless chromium against the real gateway (fake engine)."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.console.conftest import ADMIN_KEY, REJECTED_REASON, Gateway, log_in
+
+
+def act(page, form: str, reason: str, **fields: str) -> None:
+    """Fill an action form on the current page, give the reason, tick the confirmation and send it."""
+    for name, value in fields.items():
+        selector = f"#{form} [name={name}]"
+        if page.locator(selector).evaluate("e => e.tagName") == "SELECT":
+            page.select_option(selector, value)
+        else:
+            page.fill(selector, value)
+    page.fill(f"#{form} [name=reason]", reason)
+    page.check(f"#{form} [name=confirm]")
+    page.once("dialog", lambda dialog: dialog.accept())  # the script's confirmation
+    page.click(f"#{form} button[type=submit]")
+
+
+def test_a_page_without_the_key_asks_for_it_and_a_wrong_key_is_refused(page, gateway: Gateway):
+    response = page.goto("/console/adapters/bot")
+    assert response.status == 401
+    expect(page.locator("#login input[name=key]")).to_be_visible()
+    expect(page.locator("#versions")).to_have_count(0)
+    log_in(page, "not-the-key")
+    expect(page.locator("#login-error")).to_have_text("wrong admin key")
+    assert httpx.get(f"{gateway.url}/console", timeout=10).status_code == 401  # no cookie, no Bearer: the form
+    ok = httpx.get(f"{gateway.url}/console", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    assert ok.status_code == 200 and 'id="adapters"' in ok.text
+
+
+def test_the_key_cookie_is_http_only_and_strict_and_logout_clears_it(page):
+    log_in(page)
+    expect(page.locator("#adapters")).to_be_visible()
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "flywheel_console_key"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    page.click("header .logout button")
+    expect(page.locator("#login input[name=key]")).to_be_visible()
+    assert not [c for c in page.context.cookies() if c["name"] == "flywheel_console_key"]
+    assert page.goto("/console").status == 401
+
+
+def test_adapters_versions_gate_and_feedback_plot(page):
+    log_in(page)
+    rows = page.locator("#adapters tbody tr")
+    expect(rows).to_have_count(2)
+    page.fill("input[name=q]", "bo")
+    page.click(".search button")
+    expect(rows).to_have_count(1)
+    page.click("#adapters >> text=bot")
+    expect(page.locator("#aliases")).to_contain_text("production: v1")
+    expect(page.locator("#aliases")).to_contain_text("candidate: v2")
+    versions = page.locator("#versions tbody tr")
+    expect(versions).to_have_count(3)
+    expect(page.locator("#versions tr[data-version='3'] .status")).to_have_text("rejected")
+    expect(page.locator("#versions tr[data-version='2']")).to_contain_text("0.62 / 0.58 / 0.55")
+    expect(page.locator("#versions tr[data-version='2']")).to_contain_text("run 1")
+    page.click("#versions >> text=v3")
+    expect(page.locator(".check.failed")).to_contain_text(REJECTED_REASON)
+    expect(page.locator("[data-metric=candidate_correctness]")).to_have_text("0.62")
+    page.goto("/console/adapters/bot/versions/1?unit=day")
+    expect(page.locator("#plot")).to_be_visible()
+    assert page.locator("#plot rect.volume").count() >= 1
+    expect(page.locator("#plot circle.up-rate title").last).to_contain_text("2 up, 1 down, 1 corrections")
+    feedback = page.locator("table.feedback tbody tr")
+    expect(feedback).to_have_count(3)
+    expect(feedback.first).to_contain_text("Write <b>to</b> [EMAIL] instead")  # scrubbed as exports are, escaped
+    assert "jane.doe@example.com" not in page.content()
+    expect(page.locator("table.feedback b")).to_have_count(0)
+
+
+def test_promote_and_roll_back_from_the_page(page, gateway: Gateway):
+    log_in(page)
+    page.goto("/console/adapters/bot")
+    act(page, "promote", "candidate answers better", version="2")
+    expect(page.locator("#flash")).to_have_text("bot: production moved v1 -> v2")
+    expect(page.locator("#aliases")).to_contain_text("production: v2")
+    assert gateway.registry.alias_version("bot", "production") == 2
+    assert gateway.served_by() == "bot@2"
+    event = page.locator("table.events tbody tr").first
+    expect(event).to_contain_text("console")
+    expect(event).to_contain_text("candidate answers better")
+
+    act(page, "rollback", "users complain")
+    expect(page.locator("#flash")).to_have_text("bot: production rolled back v2 -> v1")
+    assert gateway.registry.alias_version("bot", "production") == 1
+    assert gateway.served_by() == "bot@1"
+    expect(page.locator("table.events tbody tr").first).to_contain_text("users complain")
+    page.goto("/console/adapters/bot/versions/1?unit=day")
+    expect(page.locator("table.events")).to_contain_text("candidate answers better")
+    expect(page.locator("#plot .marker.rollback title")).to_contain_text("v2 -> v1 by console (users complain)")
+
+
+def test_actions_that_cannot_apply_say_why_and_change_nothing(page, gateway: Gateway):
+    log_in(page)
+    page.goto("/console/adapters/bot")
+    act(page, "promote", "typo", version="99")
+    expect(page.locator("#flash.error")).to_contain_text("has no version 99")
+    act(page, "move-alias", "bad alias", alias="123", version="1")
+    expect(page.locator("#flash.error")).to_contain_text("cannot be a number")
+    act(page, "promote", "rejected one", version="3")
+    expect(page.locator("#flash.error")).to_contain_text("rejected")
+    gateway.registry.set_alias("bot", "production", 2, actor="cli", reason="moved elsewhere")  # after the page loaded
+    act(page, "promote", "stale page", version="1")
+    expect(page.locator("#flash.error")).to_contain_text("moved to v2 since the page showed v1")
+    assert gateway.registry.alias_version("bot", "production") == 2
+    gateway.registry.set_alias("bot", "production", 1, actor="cli", reason="back")
+    assert page.goto("/console/adapters/nope").status == 404
+    expect(page.locator("#error")).to_contain_text("not registered")
+
+
+def test_move_an_alias_and_queue_a_training_run(page, gateway: Gateway):
+    log_in(page)
+    page.goto("/console/adapters/helper")
+    act(page, "move-alias", "try it on staff", alias="staff", version="1")
+    expect(page.locator("#flash")).to_have_text("helper: staff moved nothing -> v1")
+    assert gateway.registry.alias_version("helper", "staff") == 1
+    act(page, "train", "new corrections came in")
+    expect(page.locator("#flash")).to_contain_text("is queued")
+    page.goto("/console/runs?adapter=helper")
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    expect(page.locator("#runs .status")).to_have_text("queued")
+
+
+def test_a_dismissed_confirmation_sends_nothing(page, gateway: Gateway):
+    log_in(page)
+    page.goto("/console/adapters/bot")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.fill("#promote [name=version]", "2")
+    page.fill("#promote [name=reason]", "second thoughts")
+    page.check("#promote [name=confirm]")
+    page.click("#promote button[type=submit]")
+    expect(page.locator("#flash")).to_have_count(0)
+    assert gateway.registry.alias_version("bot", "production") == 1
