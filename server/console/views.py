@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from adapters.catalog import Catalog, Page
 from adapters.errors import AdapterNotFound
-from adapters.names import check_name
+from adapters.names import CANARY, PRODUCTION, check_name
 from adapters.runs import Run
 from adapters.version import AdapterVersion
 from feedback.timeline import FeedbackTimeline
+from flywheel.canary import CanaryDecision, Tally, decide_canary, policy_of, tally
 from server.console.plot import Plot, plot
 from server.state import GatewayState
 
@@ -24,6 +25,20 @@ CHECKS = {
     "correctness": ("closed_book_questions", "candidate_correctness", "production_correctness", "base_correctness",
                     "traffic_prompts", "candidate_degenerate", "production_degenerate"),
 }
+
+
+@dataclass(frozen=True)
+class CanaryView:
+    """A running canary: its traffic share, both versions' tallies, and what the trainer's review would do now."""
+
+    share: float
+    canary: int
+    production: int | None
+    canary_tally: Tally
+    production_tally: Tally
+    min_feedback: int
+    alpha: float
+    decision: CanaryDecision
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,24 @@ class ConsoleViews:
         for alias, v in sorted(aliases.items()):
             by_version.setdefault(v, []).append(alias)
         return {"name": name, "aliases": aliases, "by_version": by_version, "versions": versions,
-                "history": self.catalog.history(name, 0, 10), "runs": self.state.runs.list(name, 5)}
+                "history": self.catalog.history(name, 0, 10), "runs": self.state.runs.list(name, 5),
+                "canary": self.canary(name, aliases)}
+
+    def canary(self, name: str, aliases: dict[str, int]) -> CanaryView | None:
+        """The canary's numbers and the decision `trainer.promotion.review_canary` would take on them now."""
+        if CANARY not in aliases:
+            return None
+        policy = policy_of(self.state.settings)
+        canary, production = aliases[CANARY], aliases.get(PRODUCTION)
+        counts = self.state.feedback.rating_counts(name)
+        cand = tally(counts, name, canary)
+        prod = tally(counts, name, production) if production is not None else Tally(0, 0)
+        if production is None:  # the review leaves such a canary alone (nothing to compare with)
+            decision = CanaryDecision("wait", None, "no production version to compare the canary with")
+        else:
+            decision = decide_canary(prod.up, prod.rated, cand.up, cand.rated, policy)
+        return CanaryView(self.state.settings.canary_share, canary, production, cand, prod,
+                          policy.canary_min_feedback, policy.canary_alpha, decision)
 
     def history(self, name: str, page: int) -> Page:
         return self.catalog.history(check_name(name), offset_of(page), PAGE_SIZE)

@@ -29,6 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ADMIN_KEY = "console-test-key"
+CANARY_MIN_FEEDBACK = 3  # ratings each version needs before the canary review decides
 GATE = {"candidate_correctness": 0.62, "production_correctness": 0.58, "base_correctness": 0.55,
         "closed_book_questions": 50, "candidate_ppl": 11.5, "production_ppl": 11.2, "base_ppl": 11.0,
         "correctness_samples": {"candidate": [{"question": "Capital of France?", "answer": "Paris"}]}}
@@ -63,7 +64,8 @@ def free_port() -> int:
 
 
 def seed(registry: Registry, base: Path, tmp: Path) -> None:
-    """bot: v1 production, v2 candidate (trained, gate numbers), v3 rejected by the gate; helper: v1."""
+    """bot: v1 production, v2 candidate (trained, gate numbers), v3 rejected by the gate; helper: v1;
+    pilot: v1 production, v2 canary."""
     lineage = {"run_id": 1, "feedback_count": 12}
     registry.register("bot", write_lora(tmp / "b1", base, seed=1), alias="production")
     registry.register("bot", write_lora(tmp / "b2", base, seed=2), source="trained", parent_version=1,
@@ -72,14 +74,18 @@ def seed(registry: Registry, base: Path, tmp: Path) -> None:
                       metrics={"gate": {**GATE, "candidate_ppl": 19.0}, "gate_reasons": [REJECTED_REASON],
                                "run_id": 2}, status="rejected")
     registry.register("helper", write_lora(tmp / "h1", base, seed=4), alias="production")
+    registry.register("pilot", write_lora(tmp / "p1", base, seed=5), alias="production")
+    registry.register("pilot", write_lora(tmp / "p2", base, seed=6), source="trained", parent_version=1,
+                      alias="canary")
 
 
-def rate(url: str, ratings: list[tuple[str, str | None]]) -> None:
-    """Chat with bot's production version and rate each answer through the public API."""
+def rate(url: str, ratings: list[tuple[str, str | None]], adapter: str = "bot") -> None:
+    """Chat with `adapter` (bot's production version by default) and rate each answer through the public API."""
     for rating, correction in ratings:
         body = {"messages": [{"role": "user", "content": "mail me at jane.doe@example.com please"}],
-                "adapter": "bot"}
+                "adapter": adapter}
         completion = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).json()
+        assert "@" not in adapter or completion["adapter"] == adapter
         feedback = {"completion_id": completion["id"], "rating": rating, "correction": correction}
         assert httpx.post(f"{url}/v1/feedback", json=feedback, timeout=10).status_code < 300
 
@@ -89,7 +95,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("console")
     base = write_tiny_base(tmp / "base")
     settings = Settings(data_dir=tmp / "data", model_path=base, registry_poll_seconds=0.05, max_lora_rank=8,
-                        train_lora_rank=8, admin_key=ADMIN_KEY)
+                        train_lora_rank=8, admin_key=ADMIN_KEY, canary_min_feedback=CANARY_MIN_FEEDBACK)
     registry = Registry(settings.registry_db, settings.adapters_dir, BaseModelInfo.from_dir(base), 8)
     seed(registry, base, tmp)
     config = uvicorn.Config(create_app(settings, lambda _: FakeEngine()), host="127.0.0.1", port=free_port(),

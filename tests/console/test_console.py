@@ -5,7 +5,10 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import expect
 
-from tests.console.conftest import ADMIN_KEY, REJECTED_REASON, Gateway, log_in
+from feedback.reader import FeedbackReader
+from tests.console.conftest import ADMIN_KEY, CANARY_MIN_FEEDBACK, REJECTED_REASON, Gateway, log_in, rate
+from trainer.config import PromotionPolicy
+from trainer.promotion import review_canary
 
 
 def act(page, form: str, reason: str, **fields: str) -> None:
@@ -48,7 +51,7 @@ def test_the_key_cookie_is_http_only_and_strict_and_logout_clears_it(page):
 def test_adapters_versions_gate_and_feedback_plot(page):
     log_in(page)
     rows = page.locator("#adapters tbody tr")
-    expect(rows).to_have_count(2)
+    expect(rows).to_have_count(3)
     page.fill("input[name=q]", "bo")
     page.click(".search button")
     expect(rows).to_have_count(1)
@@ -137,3 +140,36 @@ def test_a_dismissed_confirmation_sends_nothing(page, gateway: Gateway):
     page.click("#promote button[type=submit]")
     expect(page.locator("#flash")).to_have_count(0)
     assert gateway.registry.alias_version("bot", "production") == 1
+
+
+def test_canary_shows_share_up_rates_p_value_and_the_review_s_decision(page, gateway: Gateway):
+    log_in(page)
+    page.goto("/console/adapters/pilot")
+    canary = page.locator("#canary")
+    expect(canary.locator("[data-canary=share]")).to_have_text("10%")
+    expect(canary.locator("[data-canary=verdict]")).to_have_text("keep waiting")
+    expect(canary.locator("[data-canary=reason]")).to_contain_text(
+        f"needs {CANARY_MIN_FEEDBACK} more on production and {CANARY_MIN_FEEDBACK} more on the canary")
+    expect(canary.locator("[data-canary=p-value]")).to_have_text("-")
+    expect(page.locator("#versions")).to_be_visible()
+    assert page.goto("/console/adapters/bot").ok and page.locator("#canary").count() == 0  # no canary, no section
+
+    rate(gateway.url, [("up", None)] * 3, "pilot@1")  # production: 3 of 3 up
+    rate(gateway.url, [("up", None)] + [("down", None)] * 3, "pilot@2")  # canary: 1 of 4 up
+    page.goto("/console/adapters/pilot")
+    expect(canary.locator("tr[data-role=canary] .up-rate")).to_have_text("25.0%")
+    expect(canary.locator("tr[data-role=canary] .rated")).to_have_text("4")
+    expect(canary.locator("tr[data-role=production] .up-rate")).to_have_text("100.0%")
+    expect(canary.locator("[data-canary=verdict]")).to_have_text("roll back")
+    expect(canary.locator("[data-canary=reason]")).to_contain_text("canary worse: up-rate canary 25.0% vs production")
+    shown = float(canary.locator("[data-canary=p-value]").inner_text())
+    assert 0 < shown < 0.05
+
+    # what the page said is what the trainer's review does with the same store and registry
+    with FeedbackReader(gateway.settings.feedback_db) as store:
+        decision = review_canary(gateway.registry, store.rating_counts("pilot"), "pilot",
+                                 gateway.settings.recipe(PromotionPolicy))
+    assert decision.verdict == "rollback" and round(decision.p_value, 4) == shown
+    page.goto("/console/adapters/pilot")
+    expect(page.locator("#canary")).to_have_count(0)
+    expect(page.locator("table.events tbody tr").first).to_contain_text("canary worse")
