@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,14 +91,9 @@ def rate(url: str, ratings: list[tuple[str, str | None]], adapter: str = "bot") 
         assert httpx.post(f"{url}/v1/feedback", json=feedback, timeout=10).status_code < 300
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("console")
-    base = write_tiny_base(tmp / "base")
-    settings = Settings(data_dir=tmp / "data", model_path=base, registry_poll_seconds=0.05, max_lora_rank=8,
-                        train_lora_rank=8, admin_key=ADMIN_KEY, canary_min_feedback=CANARY_MIN_FEEDBACK)
-    registry = Registry(settings.registry_db, settings.adapters_dir, BaseModelInfo.from_dir(base), 8)
-    seed(registry, base, tmp)
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """The real gateway app (fake engine) under uvicorn in a thread, until the block ends; yields its URL."""
     config = uvicorn.Config(create_app(settings, lambda _: FakeEngine()), host="127.0.0.1", port=free_port(),
                             log_level="warning")
     server = uvicorn.Server(config)
@@ -113,15 +109,31 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             pass
         assert time.time() < deadline, "the gateway did not become ready"
         time.sleep(0.05)
-    rate(url, [("up", None), ("up", None), ("down", "Write <b>to</b> jane.doe@example.com instead")])
     try:
-        yield Gateway(url, registry, settings)
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=10)
 
 
+def console_settings(tmp: Path, base: Path) -> Settings:
+    return Settings(data_dir=tmp / "data", model_path=base, registry_poll_seconds=0.05, max_lora_rank=8,
+                    train_lora_rank=8, admin_key=ADMIN_KEY, canary_min_feedback=CANARY_MIN_FEEDBACK)
+
+
 @pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("console")
+    base = write_tiny_base(tmp / "base")
+    settings = console_settings(tmp, base)
+    registry = Registry(settings.registry_db, settings.adapters_dir, BaseModelInfo.from_dir(base), 8)
+    seed(registry, base, tmp)
+    with serve(settings) as url:
+        rate(url, [("up", None), ("up", None), ("down", "Write <b>to</b> jane.doe@example.com instead")])
+        yield Gateway(url, registry, settings)
+
+
+@pytest.fixture(scope="session")
 def browser() -> Iterator:
     executable = chromium_path()
     try:
