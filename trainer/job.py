@@ -57,7 +57,7 @@ def run_job(
                 outcome.status,
                 error=outcome.error,
                 result_version=outcome.version,
-                metrics=outcome.metrics,
+                metrics={**store.get(run_id).metrics, **outcome.metrics},  # keeps the loss curve (progress.py)
                 stage="done",
             )
         except DataRejected as e:

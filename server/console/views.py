@@ -11,10 +11,13 @@ from adapters.runs import Run
 from adapters.version import AdapterVersion
 from feedback.timeline import FeedbackTimeline
 from flywheel.canary import CanaryDecision, Tally, decide_canary, policy_of, tally
+from server.console.loss_curve import loss_plot
 from server.console.plot import Plot, plot
 from server.state import GatewayState
 
 PAGE_SIZE = 25
+SHOWN_IDS = 20
+CURVE_KEY = "loss_curve"  # where trainer/progress.py keeps a run's logged losses
 # The gate's numbers grouped by the check that produced them (trainer/gate.py); a reason names its check first.
 CHECKS = {
     "preference": ("preference_check", "preference_skipped", "preference_pairs", "preference_win_rate",
@@ -136,9 +139,11 @@ class ConsoleViews:
         return self.catalog.runs(adapter.strip(), offset_of(page), PAGE_SIZE)
 
     def run(self, run_id: int) -> dict:
-        """One run with its gate checks; the reasons come from the version it registered, else its error."""
+        """One run: its loss curve, gate checks (reasons from the version it registered, else its error), and
+        the feedback it trained on (the lineage stored on that version)."""
         run: Run = self.state.runs.get(run_id)
         reasons = [run.error] if run.error else []
+        registered = None
         if run.result_version is not None:
             try:
                 registered = self.state.registry.get_version(run.adapter, run.result_version)
@@ -146,11 +151,25 @@ class ConsoleViews:
             except AdapterNotFound:
                 pass
         return {"run": run, "checks": gate_checks(gate_numbers(run.metrics), reasons),
-                "stages": run.metrics.get("stages") or []}
+                "stages": run.metrics.get("stages") or [], "loss": loss_plot(run.metrics.get(CURVE_KEY)),
+                "used": feedback_used(registered)}
 
     def feedback(self, adapter: str, version: int | None, page: int) -> Page:
         recent, total = self.timeline.recent(check_name(adapter), version, offset_of(page), PAGE_SIZE)
         return Page(recent, total, offset_of(page), PAGE_SIZE)
+
+
+def feedback_used(version: AdapterVersion | None) -> dict | None:
+    """What a trained version records of its training data: how much feedback, the plan, the dataset hash,
+    and the first SHOWN_IDS feedback ids (the version keeps up to 2,000; the page shows a handful)."""
+    if version is None or "feedback_count" not in version.metrics:
+        return None
+    m = version.metrics
+    ids = [str(i) for i in (m.get("feedback_ids") or [])]
+    return {"count": m.get("feedback_count"), "plan": [str(p) for p in m.get("plan") or []],
+            "dataset_hash": m.get("dataset_hash"), "ids": ids[:SHOWN_IDS],
+            "more_ids": max(0, int(m.get("feedback_count") or 0) - SHOWN_IDS),
+            "parent_version": version.parent_version}
 
 
 def gate_numbers(metrics: dict) -> dict:

@@ -21,6 +21,7 @@ import uvicorn
 
 from adapters.base_model import BaseModelInfo
 from adapters.registry import Registry
+from adapters.runs import RunStore
 from flywheel.settings import Settings
 from server.app import create_app
 from tests.fake_engine import FakeEngine
@@ -34,6 +35,10 @@ CANARY_MIN_FEEDBACK = 3  # ratings each version needs before the canary review d
 GATE = {"candidate_correctness": 0.62, "production_correctness": 0.58, "base_correctness": 0.55,
         "closed_book_questions": 50, "candidate_ppl": 11.5, "production_ppl": 11.2, "base_ppl": 11.0,
         "correctness_samples": {"candidate": [{"question": "Capital of France?", "answer": "Paris"}]}}
+PLAN = ["sft on 8 examples", "dpo on 4 pairs"]
+LOSS_CURVE = [["sft", 1, 2.5], ["sft", 2, 1.9], ["sft", 3, 1.2], ["dpo", 1, 0.69], ["dpo", 2, 0.41]]
+STAGES = [{"name": "sft", "examples": 8, "steps": 3, "train_loss": 1.87, "seconds": 4.2},
+          {"name": "dpo", "examples": 4, "steps": 2, "train_loss": 0.55, "seconds": 3.1}]
 REJECTED_REASON = "forgetting: perplexity on general text is 19.00 against production's 11.20 (allowed up to 12.32)"
 
 
@@ -67,7 +72,8 @@ def free_port() -> int:
 def seed(registry: Registry, base: Path, tmp: Path) -> None:
     """bot: v1 production, v2 candidate (trained, gate numbers), v3 rejected by the gate; helper: v1;
     pilot: v1 production, v2 canary."""
-    lineage = {"run_id": 1, "feedback_count": 12}
+    lineage = {"run_id": 1, "feedback_count": 12, "feedback_ids": [f"fb-{i}" for i in range(12)],
+               "plan": PLAN, "dataset_hash": "d4t4s3t"}
     registry.register("bot", write_lora(tmp / "b1", base, seed=1), alias="production")
     registry.register("bot", write_lora(tmp / "b2", base, seed=2), source="trained", parent_version=1,
                       metrics={"gate": GATE, "gate_passed": True, "gate_reasons": [], **lineage}, alias="candidate")
@@ -78,6 +84,16 @@ def seed(registry: Registry, base: Path, tmp: Path) -> None:
     registry.register("pilot", write_lora(tmp / "p1", base, seed=5), alias="production")
     registry.register("pilot", write_lora(tmp / "p2", base, seed=6), source="trained", parent_version=1,
                       alias="canary")
+
+
+def seed_runs(runs: RunStore) -> None:
+    """Run 1 registered bot v2 (sft then dpo, its loss curve as trainer/progress.py writes it); run 2, v3."""
+    first = runs.create("bot", status="running")
+    runs.finish(first, "succeeded", result_version=2, stage="done", step=2, total_steps=2, loss=0.41,
+                metrics={"loss_curve": LOSS_CURVE, "gate": GATE, "stages": STAGES})
+    second = runs.create("bot", status="running")
+    runs.finish(second, "rejected", result_version=3, stage="done", error="gate: " + REJECTED_REASON,
+                metrics={"gate": {**GATE, "candidate_ppl": 19.0}, "stages": STAGES[:1]})
 
 
 def rate(url: str, ratings: list[tuple[str, str | None]], adapter: str = "bot") -> None:
@@ -128,6 +144,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     settings = console_settings(tmp, base)
     registry = Registry(settings.registry_db, settings.adapters_dir, BaseModelInfo.from_dir(base), 8)
     seed(registry, base, tmp)
+    seed_runs(RunStore(settings.trainer_db))
     with serve(settings) as url:
         rate(url, [("up", None), ("up", None), ("down", "Write <b>to</b> jane.doe@example.com instead")])
         yield Gateway(url, registry, settings)

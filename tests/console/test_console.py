@@ -6,9 +6,14 @@ import httpx
 from playwright.sync_api import expect
 
 from feedback.reader import FeedbackReader
-from tests.console.conftest import ADMIN_KEY, CANARY_MIN_FEEDBACK, REJECTED_REASON, Gateway, log_in, rate
+from tests.console.conftest import ADMIN_KEY, CANARY_MIN_FEEDBACK, PLAN, REJECTED_REASON, Gateway, log_in, rate
 from trainer.config import PromotionPolicy
 from trainer.promotion import review_canary
+
+
+def points(polyline) -> list[tuple[float, float]]:
+    """An SVG polyline's points."""
+    return [tuple(float(n) for n in p.split(",")) for p in polyline.get_attribute("points").split()]
 
 
 def act(page, form: str, reason: str, **fields: str) -> None:
@@ -173,3 +178,36 @@ def test_canary_shows_share_up_rates_p_value_and_the_review_s_decision(page, gat
     page.goto("/console/adapters/pilot")
     expect(page.locator("#canary")).to_have_count(0)
     expect(page.locator("table.events tbody tr").first).to_contain_text("canary worse")
+
+
+def test_a_run_shows_status_stage_loss_curve_gate_checks_and_the_feedback_it_used(page):
+    log_in(page)
+    page.goto("/console/runs?adapter=bot")
+    page.click("#runs a[href='/console/runs/1']")
+    facts = page.locator("#facts")
+    expect(facts.locator(".status")).to_have_text("succeeded")
+    expect(facts).to_contain_text("done (step 2/2)")
+    expect(facts).to_contain_text("v2")
+    curve = page.locator("#loss-curve")
+    expect(curve.locator("g.stage")).to_have_count(2)
+    sft, dpo = (points(curve.locator(f"g[data-stage={stage}] polyline")) for stage in ("sft", "dpo"))
+    assert len(sft) == 3 and len(dpo) == 2  # one point per logged loss
+    assert [x for x, _ in sft] == sorted(x for x, _ in sft) and sft[-1][0] < dpo[0][0]  # dpo drawn after sft
+    assert [y for _, y in sft] == sorted(y for _, y in sft)  # falling loss: y grows downwards in SVG
+    assert dpo[-1][1] == max(y for _, y in sft + dpo)  # the lowest loss sits on the x axis
+    expect(curve.locator("g[data-stage=dpo] title")).to_have_text("dpo: last loss 0.41")
+    expect(page.locator(".check.passed").first).to_be_visible()
+    expect(page.locator("[data-metric=candidate_ppl]")).to_have_text("11.5")
+    used = page.locator("#feedback-used")
+    expect(used.locator("[data-used=count]")).to_have_text("12")
+    expect(used.locator("[data-used=plan]")).to_have_text("; ".join(PLAN))
+    expect(used.locator("[data-used=ids]")).to_contain_text("fb-0, fb-1")
+    expect(used).to_contain_text("v1")
+
+    page.goto("/console/runs/2")
+    expect(page.locator("#facts .status")).to_have_text("rejected")
+    expect(page.locator(".check.failed")).to_contain_text(REJECTED_REASON)
+    expect(page.locator("[data-metric=candidate_ppl]")).to_have_text("19")
+    expect(page.locator("#loss-empty")).to_have_text("no loss logged")
+    expect(page.locator("#feedback-used-none")).to_be_visible()
+    assert page.goto("/console/runs/999").status == 404

@@ -30,6 +30,7 @@ def test_run_trains_gates_registers_and_auto_promotes(trainer_settings: TrainerS
 
     assert run.status == "succeeded", run.error
     assert run.result_version == 1 and run.stage == "done" and run.step == 2 and run.loss is not None
+    assert {stage for stage, _, _ in run.metrics["loss_curve"]} == {"sft", "dpo"}  # kept when the run finished
     registry = settings.registry()
     version = registry.resolve("support")  # auto policy: production now
     assert version.version == 1 and version.source == "trained" and version.parent_version is None
