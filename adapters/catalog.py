@@ -3,19 +3,18 @@
 The registry's own reads return whole lists (every adapter, every version), which is right for
 serving and wrong for a page that must stay quick with 100 adapters and 1,000 versions. These
 queries page and search in SQL instead. Each call opens its own read-only connection
-(`mode=ro`): nothing here can write, and in WAL mode a reader never waits for a writer.
+(`Database(read_only=True)`: SQLite `mode=ro`, PostgreSQL a READ ONLY transaction): nothing here can
+write, and a reader never waits for a writer.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.runs import Run
 from adapters.version import AdapterVersion, AliasEvent
+from flywheel.database import Database, Location, exists
 
 
 @dataclass(frozen=True)
@@ -48,28 +47,21 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-@contextmanager
-def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
 class Catalog:
     """Search and page adapters, versions, alias moves and training runs."""
 
-    def __init__(self, registry_db: Path, trainer_db: Path, adapters_dir: Path):
+    def __init__(self, registry_db: Location, trainer_db: Location, adapters_dir: Path):
         self.registry_db = registry_db
         self.trainer_db = trainer_db
         self.adapters_dir = Path(adapters_dir)
+        self._registry = Database(registry_db, read_only=True, busy_timeout=5)
+        self._runs = Database(trainer_db, read_only=True, busy_timeout=5)
+        self._like = self._registry.dialect.like
 
     def adapters(self, search: str = "", offset: int = 0, limit: int = 25) -> Page:
         """Adapters whose name contains `search`, by name."""
-        where, args = "WHERE adapter LIKE ? ESCAPE '\\'", [_like(search)]
-        with _read_only(self.registry_db) as conn:
+        where, args = f"WHERE adapter {self._like} ? ESCAPE '\\'", [_like(search)]
+        with self._registry.read_only() as conn:
             (total,) = conn.execute(f"SELECT COUNT(DISTINCT adapter) FROM versions {where}", args).fetchone()
             rows = conn.execute(
                 f"SELECT adapter, COUNT(*), MAX(version), MAX(created_at) FROM versions {where}"
@@ -81,42 +73,40 @@ class Catalog:
                 marks = ",".join("?" * len(names))
                 for a, alias, v in conn.execute(
                     f"SELECT adapter, alias, version FROM aliases WHERE adapter IN ({marks}) ORDER BY alias", names
-                ):
+                ).fetchall():
                     aliases[a][alias] = v
         items = [AdapterSummary(r[0], r[1], r[2], r[3], aliases[r[0]]) for r in rows]
         return Page(items, total, offset, limit)
 
     def versions(self, adapter: str, offset: int = 0, limit: int = 25) -> Page:
         """An adapter's versions, newest first."""
-        with _read_only(self.registry_db) as conn:
+        with self._registry.read_only() as conn:
             (total,) = conn.execute("SELECT COUNT(*) FROM versions WHERE adapter = ?", [adapter]).fetchone()
-            rows = conn.execute(
+            rows = conn.query(
                 "SELECT * FROM versions WHERE adapter = ? ORDER BY version DESC LIMIT ? OFFSET ?",
                 [adapter, limit, offset],
-            ).fetchall()
-        return Page([AdapterVersion.from_row(dict(r), self.adapters_dir) for r in rows], total, offset, limit)
+            )
+        return Page([AdapterVersion.from_row(r, self.adapters_dir) for r in rows], total, offset, limit)
 
     def history(self, adapter: str, offset: int = 0, limit: int = 25, version: int | None = None) -> Page:
         """Alias moves of an adapter (touching `version`, when given), newest first."""
         where, args = "WHERE adapter = ?", [adapter]
         if version is not None:
             where, args = where + " AND (from_version = ? OR to_version = ?)", [*args, version, version]
-        with _read_only(self.registry_db) as conn:
+        with self._registry.read_only() as conn:
             (total,) = conn.execute(f"SELECT COUNT(*) FROM alias_events {where}", args).fetchone()
-            rows = conn.execute(
+            rows = conn.query(
                 f"SELECT * FROM alias_events {where} ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset]
-            ).fetchall()
-        return Page([AliasEvent(**dict(r)) for r in rows], total, offset, limit)
+            )
+        return Page([AliasEvent(**r) for r in rows], total, offset, limit)
 
     def runs(self, adapter: str = "", offset: int = 0, limit: int = 25) -> Page:
         """Training runs (of adapters whose name contains `adapter`), newest first."""
-        if not Path(self.trainer_db).exists():
+        if not exists(self.trainer_db):
             return Page([], 0, offset, limit)
-        where, args = "WHERE adapter LIKE ? ESCAPE '\\'", [_like(adapter)]
-        with _read_only(self.trainer_db) as conn:
+        where, args = f"WHERE adapter {self._like} ? ESCAPE '\\'", [_like(adapter)]
+        with self._runs.read_only() as conn:
             (total,) = conn.execute(f"SELECT COUNT(*) FROM runs {where}", args).fetchone()
-            rows = conn.execute(
-                f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset]
-            ).fetchall()
-        return Page([Run.from_row(dict(r)) for r in rows], total, offset, limit)
+            rows = conn.query(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset])
+        return Page([Run.from_row(r) for r in rows], total, offset, limit)
 

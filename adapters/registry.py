@@ -1,10 +1,12 @@
 """The adapter registry: immutable versions, movable aliases, and an audit log of every move.
 
-Storage is SQLite (WAL mode) through sqlite-utils. Several processes (gateway, CLI, trainer) share
-one database file; every alias move is one `BEGIN IMMEDIATE` transaction, so moves never interleave.
-A process that holds the write lock too long makes the others' writes fail after `busy_timeout` with
-`RegistryBusy` instead of hanging; readers are not blocked by a writer in WAL mode, and reads use a
-connection of their own so that they never queue behind this process's own waiting write either.
+Storage is one SQLite file (WAL mode) or a PostgreSQL database that every replica shares
+(flywheel/database.py). Several processes (gateways, CLI, trainer) share it; every alias move is one
+write transaction that holds the registry's write lock (`BEGIN IMMEDIATE`, or PostgreSQL's advisory
+lock), so moves never interleave. A process that holds the write lock too long makes the others'
+writes fail after `busy_timeout` with `RegistryBusy` instead of hanging; readers are not blocked by a
+writer, and reads use connections of their own so that they never queue behind this process's own
+waiting write either.
 
 A version is `ready`, `rejected` (by the evaluation gate) or `broken` (its files no longer match the
 manifest recorded at registration, adapters/integrity.py). Status changes are recorded in
@@ -17,15 +19,12 @@ import functools
 import json
 import logging
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import sqlite_utils
 
 from adapters.base_model import BaseModelInfo
 from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, RegistryBusy
@@ -34,6 +33,7 @@ from adapters.names import CANDIDATE, PRODUCTION, AdapterRef, check_alias, check
 from adapters.schema import create_tables
 from adapters.validation import validate_adapter
 from adapters.version import AdapterVersion, AliasEvent, StatusEvent
+from flywheel.database import Connection, Database, Location, database_errors, describe, is_busy
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ def _locked(method: Callable) -> Callable:
 
 
 def _reading(method: Callable) -> Callable:
-    """Reads use their own connection and lock: a write waiting out the busy timeout never holds them up."""
+    """Reads use their own connections: a write waiting out the busy timeout never holds them up."""
 
     @functools.wraps(method)
     def wrapper(self: Registry, *args, **kwargs):
-        with self._read_lock, self._busy_is_typed():
+        with self._busy_is_typed():
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -67,71 +67,66 @@ def _reading(method: Callable) -> Callable:
 class Registry:
     """Versions, aliases and their history for every adapter of one base model."""
 
-    def __init__(self, db_path: Path, adapters_dir: Path, base: BaseModelInfo | None, max_rank: int = 64,
+    def __init__(self, db_path: Location, adapters_dir: Path, base: BaseModelInfo | None, max_rank: int = 64,
                  busy_timeout: float = BUSY_TIMEOUT_S):
+        """`db_path`: the registry's SQLite file, or a postgresql:// URL shared by every replica."""
         self.adapters_dir = Path(adapters_dir)
         self.adapters_dir.mkdir(parents=True, exist_ok=True)
-        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self.busy_timeout = busy_timeout
-        conn = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
-        self.db.enable_wal()
+        # Reads run on connections of their own (a thread's own on SQLite, the pool's on PostgreSQL): the
+        # gateway reads on its event loop, and must not wait behind a write waiting for another process's lock.
+        self.db = Database(db_path, lock_name="registry", busy_timeout=busy_timeout)
         self.base = base
         self.max_rank = max_rank
         self._lock = threading.RLock()
-        with self._write() as write_conn:
-            create_tables(write_conn)
-        # A second connection for reads (WAL readers never wait for writers): the gateway reads on its
-        # event loop, and must not wait behind a write that is waiting for another process's lock.
-        self.reader = sqlite_utils.Database(
-            sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        )
-        self._read_lock = threading.RLock()
+        with self._busy_is_typed():
+            create_tables(self.db)
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction that takes the database lock up front (no upgrade deadlocks)."""
-        conn = self.db.conn
-        with self._lock, self._busy_is_typed():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction that takes the registry's write lock up front (no upgrade deadlocks)."""
+        with self._lock, self._busy_is_typed(), self.db.write() as conn:
+            yield conn
 
     @contextmanager
     def _busy_is_typed(self) -> Iterator[None]:
-        """Turn SQLite's "database is locked" (after the busy timeout) into RegistryBusy."""
+        """Turn "database is locked" (SQLite) or a lock timeout (PostgreSQL) into RegistryBusy."""
         try:
             yield
-        except sqlite3.OperationalError as e:
-            if not (getattr(e, "sqlite_errorname", None) or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        except database_errors() as e:
+            if not is_busy(e):
                 raise
             raise RegistryBusy(
                 f"the adapter registry is locked by another process (still busy after {self.busy_timeout:g} s),"
                 " so nothing was changed; retry shortly"
             ) from e
 
+    def _rows(self, sql: str, args: list | tuple = ()) -> list[tuple]:
+        return self.db.read(sql, args)
+
+    def _dicts(self, sql: str, args: list | tuple = ()) -> list[dict]:
+        return self.db.query(sql, args)
+
+    def __repr__(self) -> str:
+        return f"Registry({describe(self.db.location)!r})"
+
     # ---- reading ------------------------------------------------------------------------------
     @_reading
     def change_token(self) -> tuple[int, int, int]:
         """Cheap value that changes whenever a version is added, an alias moves or a status changes (for pollers)."""
-        row = self.reader.conn.execute(
+        (row,) = self._rows(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM alias_events), (SELECT COALESCE(MAX(id), 0) FROM versions),"
             " (SELECT COALESCE(MAX(id), 0) FROM status_events)"
-        ).fetchone()
+        )
         return row[0], row[1], row[2]
 
     @_reading
     def adapters(self) -> list[str]:
-        return [r[0] for r in self.reader.conn.execute("SELECT DISTINCT adapter FROM versions ORDER BY adapter")]
+        return [r[0] for r in self._rows("SELECT DISTINCT adapter FROM versions ORDER BY adapter")]
 
     @_reading
     def versions(self, adapter: str) -> list[AdapterVersion]:
-        rows = self.reader.query("SELECT * FROM versions WHERE adapter = ? ORDER BY version", [check_name(adapter)])
+        rows = self._dicts("SELECT * FROM versions WHERE adapter = ? ORDER BY version", [check_name(adapter)])
         result = [AdapterVersion.from_row(r, self.adapters_dir) for r in rows]
         if not result:
             raise AdapterNotFound(f"adapter {adapter!r} is not registered")
@@ -140,9 +135,9 @@ class Registry:
     @_reading
     def get_version(self, adapter: str, version: int) -> AdapterVersion:
         sql = "SELECT * FROM versions WHERE adapter = ? AND version = ?"
-        rows = list(self.reader.query(sql, [check_name(adapter), version]))
+        rows = list(self._dicts(sql, [check_name(adapter), version]))
         if not rows:
-            if not self.reader.conn.execute("SELECT 1 FROM versions WHERE adapter = ?", [adapter]).fetchone():
+            if not self._rows("SELECT 1 FROM versions WHERE adapter = ?", [adapter]):
                 raise AdapterNotFound(f"adapter {adapter!r} is not registered")
             raise AdapterNotFound(f"adapter {adapter!r} has no version {version}")
         return AdapterVersion.from_row(rows[0], self.adapters_dir)
@@ -153,14 +148,12 @@ class Registry:
         sql, args = "SELECT adapter, alias, version FROM aliases", []
         if adapter is not None:
             sql, args = sql + " WHERE adapter = ?", [adapter]
-        return {(a, al): v for a, al, v in self.reader.conn.execute(sql, args)}
+        return {(a, al): v for a, al, v in self._rows(sql, args)}
 
     @_reading
     def alias_version(self, adapter: str, alias: str) -> int | None:
-        row = self.reader.conn.execute(
-            "SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]
-        ).fetchone()
-        return row[0] if row else None
+        rows = self._rows("SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias])
+        return rows[0][0] if rows else None
 
     @_reading
     def resolve(self, ref: AdapterRef | str) -> AdapterVersion:
@@ -170,7 +163,7 @@ class Registry:
             return self.get_version(ref.name, ref.version)
         version = self.alias_version(ref.name, ref.alias or PRODUCTION)
         if version is None:
-            if not self.reader.conn.execute("SELECT 1 FROM versions WHERE adapter = ?", [ref.name]).fetchone():
+            if not self._rows("SELECT 1 FROM versions WHERE adapter = ?", [ref.name]):
                 raise AdapterNotFound(f"adapter {ref.name!r} is not registered")
             raise AdapterNotFound(f"adapter {ref.name!r} has no {ref.alias!r} version")
         return self.get_version(ref.name, version)
@@ -180,7 +173,7 @@ class Registry:
         sql, args = "SELECT * FROM alias_events WHERE adapter = ?", [check_name(adapter)]
         if alias:
             sql, args = sql + " AND alias = ?", [*args, alias]
-        return [AliasEvent(**r) for r in self.reader.query(sql + " ORDER BY id", args)]
+        return [AliasEvent(**r) for r in self._dicts(sql + " ORDER BY id", args)]
 
     # ---- writing ------------------------------------------------------------------------------
     def register(
@@ -248,7 +241,7 @@ class Registry:
             )
 
     def _move(
-        self, conn: sqlite3.Connection, adapter: str, alias: str, version: int | None, actor: str, reason: str
+        self, conn: Connection, adapter: str, alias: str, version: int | None, actor: str, reason: str
     ) -> int | None:
         row = conn.execute("SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]).fetchone()
         before = row[0] if row else None
@@ -326,7 +319,7 @@ class Registry:
     # ---- status: broken files -----------------------------------------------------------------
     @_reading
     def status_history(self, adapter: str) -> list[StatusEvent]:
-        rows = self.reader.query("SELECT * FROM status_events WHERE adapter = ? ORDER BY id", [check_name(adapter)])
+        rows = self._dicts("SELECT * FROM status_events WHERE adapter = ? ORDER BY id", [check_name(adapter)])
         return [StatusEvent(**r) for r in rows]
 
     def mark_broken(self, adapter: str, version: int, reason: str, *, actor: str = "gateway") -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flywheel.database import UNREACHABLE, error_name
+
 
 class FeedbackError(Exception):
     """Base class of everything the feedback package raises on purpose."""
@@ -26,7 +28,8 @@ class InvalidFeedback(FeedbackError):
 class StoreUnavailable(FeedbackError):
     """The database cannot be written (disk full, read-only, I/O error, locked): nothing was stored (HTTP 503)."""
 
-    # The cause and what an operator should do, by SQLite's primary result code
+    # The cause and what an operator should do, by SQLite's primary result code (PostgreSQL's errors are mapped
+    # onto them)
     # (https://www.sqlite.org/rescode.html); extended codes such as SQLITE_IOERR_WRITE share their primary's.
     CAUSES = {
         "SQLITE_FULL": ("the disk is full", "free space on the gateway's data volume"),
@@ -35,12 +38,13 @@ class StoreUnavailable(FeedbackError):
         "SQLITE_CANTOPEN": ("the database file cannot be opened", "check that the data directory is writable"),
         "SQLITE_IOERR": ("a disk I/O error", "check the data volume: full, read-only or failing"),
         "SQLITE_BUSY": ("another process holds the database lock", "retry shortly"),
+        UNREACHABLE: ("the database server cannot be reached", "check the server FLYWHEEL_DATABASE_URL names"),
     }
 
     @classmethod
     def from_sqlite(cls, exc: BaseException) -> StoreUnavailable | None:
         """The error to report for an exception that aborted a write; None if it is no storage failure."""
-        name = getattr(exc, "sqlite_errorname", None) or ""
+        name = error_name(exc)  # PostgreSQL's errors in SQLite's vocabulary (flywheel/database.py)
         primary = next((key for key in cls.CAUSES if name == key or name.startswith(key + "_")), None)
         if primary is None:
             return None

@@ -6,12 +6,16 @@ import json
 
 from feedback.records import PairRecord, RatedAnswer
 from feedback.schema import FEEDBACK_COLUMNS, PAIR_COLUMNS, feedback_from_row, pair_from_row
+from flywheel.database import SQLITE, Dialect
 
-_DAY = "strftime('%Y-%m-%d', created_at, 'unixepoch')"
+# Counts that read the same in SQLite and PostgreSQL (which cannot SUM a boolean)
+UP = "SUM(CASE WHEN rating = 'up' THEN 1 ELSE 0 END)"
+DOWN = "SUM(CASE WHEN rating = 'down' THEN 1 ELSE 0 END)"
+CORRECTED = "SUM(CASE WHEN correction IS NOT NULL AND correction != '' THEN 1 ELSE 0 END)"
 
 
 def _where(adapter: str | None, since: float | None, alias: str = "") -> tuple[str, list]:
-    clauses, args = ["1"], []
+    clauses, args = ["1 = 1"], []
     if adapter is not None:
         clauses.append(f"{alias}adapter = ?")
         args.append(adapter)
@@ -23,6 +27,8 @@ def _where(adapter: str | None, since: float | None, alias: str = "") -> tuple[s
 
 class StoreQueries:
     """Reads for exports and stats. Needs `_read(sql, args) -> list[tuple]` from the concrete store."""
+
+    dialect = Dialect(SQLITE)  # the concrete store sets its database's
 
     def _read(self, sql: str, args: tuple | list = ()) -> list[tuple]:
         raise NotImplementedError
@@ -64,10 +70,7 @@ class StoreQueries:
 
     def rating_counts(self, adapter: str | None = None, by_day: bool = False) -> list[dict]:
         """Up, down and correction counts per (adapter, version[, day])."""
-        aggregates = (
-            "SUM(rating = 'up') AS up, SUM(rating = 'down') AS down, "
-            "SUM(correction IS NOT NULL AND correction != '') AS corrections"
-        )
+        aggregates = f"{UP} AS up, {DOWN} AS down, {CORRECTED} AS corrections"
         return self._grouped("feedback", aggregates, adapter, by_day)
 
     def pair_counts(self, adapter: str | None = None, by_day: bool = False) -> list[dict]:
@@ -76,7 +79,7 @@ class StoreQueries:
 
     def _grouped(self, table: str, aggregates: str, adapter: str | None, by_day: bool) -> list[dict]:
         where, args = _where(adapter, None)
-        day = _DAY if by_day else "NULL"
+        day = self.dialect.day_of("created_at") if by_day else "NULL"
         sql = (
             f"SELECT adapter, adapter_version, {day} AS day, {aggregates} FROM {table} WHERE {where}"
             " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"

@@ -2,47 +2,37 @@
 
 `FeedbackStore` starts a writer thread and a checkpoint thread and creates the schema; a reader needs none
 of that. The trainer's watcher reads the store on every poll for every adapter, so it opens this instead.
-In WAL mode a reader never waits for the gateway's writer, and it never writes (the file is opened
-`mode=ro`).
+A reader never waits for the gateway's writer (WAL on SQLite, MVCC on PostgreSQL), and it never writes:
+its connections come from `Database(read_only=True)` (flywheel/database.py), the opener the console's
+timeline uses too.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 from feedback.queries import StoreQueries
+from flywheel.database import Database, Location, exists
 
 BUSY_TIMEOUT_S = 30.0
 
 
 class FeedbackReader(StoreQueries):
-    """The store's queries (`rated_answers`, `pairs`, counts) over a read-only connection per thread."""
+    """The store's queries (`rated_answers`, `pairs`, counts) over read-only connections (one per thread)."""
 
-    def __init__(self, db_path: Path):
-        self.db_path = Path(db_path)
-        if not self.db_path.is_file():
-            raise FileNotFoundError(f"no feedback store at {self.db_path}; the gateway creates it on first start")
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+    def __init__(self, db_path: Location):
+        if not exists(db_path):
+            raise FileNotFoundError(f"no feedback store at {db_path}; the gateway creates it on first start")
+        self.db = Database(db_path, read_only=True, busy_timeout=BUSY_TIMEOUT_S)
+        self.db_path = db_path if self.db.is_postgresql else Path(db_path)
+        self.dialect = self.db.dialect
 
     def _read(self, sql: str, args: tuple | list = ()) -> list[tuple]:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            uri = f"file:{self.db_path.resolve()}?mode=ro"
-            conn = self._local.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-            with self._lock:
-                self._conns.append(conn)
-        return conn.execute(sql, args).fetchall()
+        return self.db.read(sql, args)
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._conns:
-                conn.close()
-            self._conns.clear()
+        self.db.close()
 
     def __enter__(self) -> FeedbackReader:
         return self

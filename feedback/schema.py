@@ -1,11 +1,16 @@
-"""The SQLite table layout of the feedback store and the conversions between rows and records."""
+"""The feedback store's tables (SQLite and PostgreSQL) and the conversions between rows and records.
+
+`user` is a reserved word in PostgreSQL, so the column is always written quoted (`"user"`), which SQLite
+reads as the same column.
+"""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Sequence
 
 from feedback.records import CompletionRecord, FeedbackRecord, PairRecord
+from flywheel.migrations import Migration
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -19,7 +24,7 @@ CREATE TABLE IF NOT EXISTS completions (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
-    user TEXT,
+    "user" TEXT,
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS completions_adapter ON completions (adapter, adapter_version, created_at);
@@ -34,11 +39,11 @@ CREATE TABLE IF NOT EXISTS feedback (
     choice_index INTEGER NOT NULL,
     comment TEXT,
     correction TEXT,
-    user TEXT,
+    "user" TEXT,
     created_at REAL NOT NULL,
     replaced INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS feedback_target ON feedback (completion_id, choice_index, user);
+CREATE INDEX IF NOT EXISTS feedback_target ON feedback (completion_id, choice_index, "user");
 CREATE INDEX IF NOT EXISTS feedback_adapter ON feedback (adapter, created_at);
 CREATE TABLE IF NOT EXISTS pairs (
     id TEXT PRIMARY KEY,
@@ -52,24 +57,28 @@ CREATE TABLE IF NOT EXISTS pairs (
     chosen_choice_index INTEGER,
     rejected_completion_id TEXT,
     rejected_choice_index INTEGER,
-    user TEXT,
+    "user" TEXT,
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pairs_adapter ON pairs (adapter, created_at);
 CREATE INDEX IF NOT EXISTS pairs_completions ON pairs (chosen_completion_id, rejected_completion_id);
 """
+_SQLITE_STATEMENTS = tuple(s.strip() for s in SCHEMA.split(";") if s.strip())
+MIGRATIONS = (  # PostgreSQL: 8-byte floats (REAL is 4 bytes there), the rest reads the same
+    Migration(1, _SQLITE_STATEMENTS, tuple(s.replace(" REAL ", " DOUBLE PRECISION ") for s in _SQLITE_STATEMENTS)),
+)
 
 COMPLETION_COLUMNS = (
     "id, adapter, adapter_version, model, messages, params, choices, prompt_tokens, "
-    "completion_tokens, latency_ms, user, created_at"
+    'completion_tokens, latency_ms, "user", created_at'
 )
 FEEDBACK_COLUMNS = (
     "id, client_id, completion_id, adapter, adapter_version, rating, choice_index, comment, correction, "
-    "user, created_at, replaced"
+    '"user", created_at, replaced'
 )
 PAIR_COLUMNS = (
     "id, client_id, adapter, adapter_version, prompt, chosen, rejected, chosen_completion_id, "
-    "chosen_choice_index, rejected_completion_id, rejected_choice_index, user, created_at"
+    'chosen_choice_index, rejected_completion_id, rejected_choice_index, "user", created_at'
 )
 
 
@@ -82,7 +91,7 @@ def completion_row(rec: CompletionRecord) -> tuple:
     )  # fmt: skip
 
 
-def completion_from_row(row: sqlite3.Row | tuple) -> CompletionRecord:
+def completion_from_row(row: Sequence) -> CompletionRecord:
     """A CompletionRecord from a row selected with COMPLETION_COLUMNS."""
     (id_, adapter, version, model, messages, params, choices, ptok, ctok, latency, user, created) = row
     return CompletionRecord(
@@ -100,7 +109,7 @@ def feedback_row(rec: FeedbackRecord) -> tuple:
     )  # fmt: skip
 
 
-def feedback_from_row(row: sqlite3.Row | tuple) -> FeedbackRecord:
+def feedback_from_row(row: Sequence) -> FeedbackRecord:
     """A FeedbackRecord from a row selected with FEEDBACK_COLUMNS."""
     (id_, client_id, cid, adapter, version, rating, index, comment, correction, user, created, replaced) = row
     return FeedbackRecord(
@@ -119,7 +128,7 @@ def pair_row(rec: PairRecord) -> tuple:
     )  # fmt: skip
 
 
-def pair_from_row(row: sqlite3.Row | tuple) -> PairRecord:
+def pair_from_row(row: Sequence) -> PairRecord:
     """A PairRecord from a row selected with PAIR_COLUMNS."""
     (id_, client_id, adapter, version, prompt, chosen, rejected, ccid, cidx, rcid, ridx, user, created) = row
     return PairRecord(
@@ -127,6 +136,13 @@ def pair_from_row(row: sqlite3.Row | tuple) -> PairRecord:
         rejected=rejected, user=user, created_at=created, chosen_completion_id=ccid, chosen_choice_index=cidx,
         rejected_completion_id=rcid, rejected_choice_index=ridx, feedback_id=client_id,
     )  # fmt: skip
+
+
+def upsert_updates(columns: str, key: str = "id") -> str:
+    """`col = excluded.col, ...` for an `ON CONFLICT (key) DO UPDATE SET` of these columns (SQLite's INSERT
+    OR REPLACE in a spelling PostgreSQL reads too)."""
+    names = [c.strip() for c in columns.split(",") if c.strip() != key]
+    return ", ".join(f"{n} = excluded.{n}" for n in names)
 
 
 def placeholders(columns: str) -> str:

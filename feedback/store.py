@@ -1,13 +1,16 @@
-"""FeedbackStore: the completion log, ratings and preference pairs, in one SQLite file.
+"""FeedbackStore: the completion log, ratings and preference pairs, in one SQLite file or in PostgreSQL.
 
-Safe from many threads and several processes: WAL mode lets readers run beside the one writer, each
-process writes through a single BatchWriter thread, and every batch is one `BEGIN IMMEDIATE`
-transaction so writers from different processes queue on SQLite's lock instead of interleaving.
+Safe from many threads and several processes: WAL mode (or PostgreSQL's MVCC) lets readers run beside
+the one writer, each process writes through a single BatchWriter thread, and every batch is one write
+transaction that holds the store's write lock (`BEGIN IMMEDIATE`, or PostgreSQL's advisory lock,
+flywheel/database.py), so writers from different processes, or replicas on other hosts, queue instead
+of interleaving: a client's `feedback_id` is stored once whichever replica it reaches.
 
 `synchronous=NORMAL` in WAL mode: a commit survives the process crashing, not the machine losing
 power (https://www.sqlite.org/pragma.html#pragma_synchronous); the price of fsync per commit would
 cap group commit far below the 2,000 submissions/s target on this machine's disk. WAL checkpoints
-run on their own thread (`checkpointer.py`), never inside a commit that ratings wait on.
+run on their own thread (`checkpointer.py`), never inside a commit that ratings wait on. On
+PostgreSQL a commit is the server's durable commit; it has no checkpointer of ours.
 
 This class is the storage boundary: exports and stats only use its public methods, so a server
 database could replace SQLite behind the same interface.
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -25,8 +27,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from feedback.checkpointer import Checkpointer
 from feedback.errors import CompletionNotFound, FeedbackNotFound
@@ -36,8 +36,8 @@ from feedback.records import CompletionRecord, CompletionRef, FeedbackRecord, Pa
 from feedback.schema import (
     COMPLETION_COLUMNS,
     FEEDBACK_COLUMNS,
+    MIGRATIONS,
     PAIR_COLUMNS,
-    SCHEMA,
     completion_from_row,
     completion_row,
     feedback_from_row,
@@ -45,6 +45,7 @@ from feedback.schema import (
     pair_from_row,
     pair_row,
     placeholders,
+    upsert_updates,
 )
 from feedback.validation import (
     MAX_COMMENT_CHARS,
@@ -57,6 +58,8 @@ from feedback.validation import (
 )
 from feedback.vocabulary import Rating
 from feedback.writer import BatchWriter
+from flywheel.database import Connection, Database, Location, describe
+from flywheel.migrations import migrate
 
 BUSY_TIMEOUT_S = 30.0
 CACHE_KIB = 64 * 1024  # per connection; SQLite's default (2 MiB) re-read index pages on every batch
@@ -99,48 +102,42 @@ os.register_at_fork(after_in_child=_random_hex.forget)  # a forked child must no
 class FeedbackStore(StoreQueries):
     """Record completions, take ratings and pairs, and read them back for exports and stats."""
 
-    def __init__(self, db_path: Path, *, flush_interval: float = 0.05, max_batch: int = 500):
-        self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
-        db = sqlite_utils.Database(conn)
-        db.enable_wal()
-        conn.executescript(SCHEMA)
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it, off the commit path
-        self._writer = BatchWriter(conn, flush_interval=flush_interval, max_batch=max_batch)
-        self._checkpointer = Checkpointer(self._connect)
-        self._write_conn = conn
+    def __init__(self, db_path: Location, *, flush_interval: float = 0.05, max_batch: int = 500):
+        """`db_path`: the store's SQLite file, or a postgresql:// URL shared by every replica."""
+        self.db = Database(db_path, lock_name="feedback", busy_timeout=BUSY_TIMEOUT_S, pragmas=(
+            "PRAGMA synchronous=NORMAL",
+            f"PRAGMA cache_size=-{CACHE_KIB}",  # the indexes' hot pages stay in memory
+        ))
+        self.db_path = db_path if self.db.is_postgresql else Path(db_path)
+        self.dialect = self.db.dialect
+        migrate(self.db, "feedback", MIGRATIONS)
+        conn = self.db.connect()
+        checkpointer = None
+        if not self.db.is_postgresql:
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it, off the commit path
+            checkpointer = Checkpointer(self.db.connect)
+        self._writer = BatchWriter(conn, flush_interval=flush_interval, max_batch=max_batch, begin=self.db.begin,
+                                   reconnect=self.db.connect, name=describe(db_path))
+        self._checkpointer = checkpointer
         # Completions queued but not yet committed, so feedback can find them at once; and the refs of
         # recently committed ones, so a rating (usually of a recent answer) costs no database read.
         self._pending: dict[str, CompletionRecord] = {}
         self._recent: OrderedDict[str, CompletionRef] = OrderedDict()
         self._pending_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
         self._closed = False
+
+    @property
+    def _write_conn(self) -> Connection:
+        return self._writer.connection
 
     @property
     def writer(self) -> BatchWriter:
         """The batch writer; its `failing`, `batches_failed` and `writes_dropped` say whether writes land."""
         return self._writer
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # the indexes' hot pages stay in memory
-        return conn
-
     def _read(self, sql: str, args: tuple | list = ()) -> list[tuple]:
-        """Run a query on this thread's own read connection (readers never wait on the writer in WAL)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn.execute(sql, args).fetchall()
+        """Run a query on a read connection of this thread (SQLite) or the pool (PostgreSQL): never the writer's."""
+        return self.db.read(sql, args)
 
     # ---- completion log -------------------------------------------------------------------------
     def record_completion(self, rec: CompletionRecord) -> None:
@@ -149,7 +146,8 @@ class FeedbackStore(StoreQueries):
             self._pending[rec.id] = rec
         row = completion_row(rec)
         values = placeholders(COMPLETION_COLUMNS)
-        sql = f"INSERT OR REPLACE INTO completions ({COMPLETION_COLUMNS}) VALUES ({values})"
+        sql = (f"INSERT INTO completions ({COMPLETION_COLUMNS}) VALUES ({values})"
+               f" ON CONFLICT (id) DO UPDATE SET {upsert_updates(COMPLETION_COLUMNS)}")
         future = self._writer.submit(lambda conn: conn.execute(sql, row))
         future.add_done_callback(lambda done: self._forget_pending(rec, done))
 
@@ -318,12 +316,10 @@ class FeedbackStore(StoreQueries):
             return
         self._closed = True
         self._writer.close()
-        self._checkpointer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._write_conn.close()
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self.db.close()
 
     def __enter__(self) -> FeedbackStore:
         return self
@@ -332,15 +328,15 @@ class FeedbackStore(StoreQueries):
         self.close()
 
 
-def _feedback_op(rec: FeedbackRecord) -> Callable[[sqlite3.Connection], FeedbackRecord]:
+def _feedback_op(rec: FeedbackRecord) -> Callable[[Connection], FeedbackRecord]:
     return lambda conn: _insert_feedback(conn, rec)
 
 
-def _pair_op(rec: PairRecord) -> Callable[[sqlite3.Connection], PairRecord]:
+def _pair_op(rec: PairRecord) -> Callable[[Connection], PairRecord]:
     return lambda conn: _insert_pair(conn, rec)
 
 
-def _insert_feedback(conn: sqlite3.Connection, rec: FeedbackRecord) -> FeedbackRecord:
+def _insert_feedback(conn: Connection, rec: FeedbackRecord) -> FeedbackRecord:
     """Insert one rating under the writer's transaction: first-wins on feedback_id, newest-wins per user."""
     if rec.feedback_id is not None:
         first = _by_client_id(conn, FEEDBACK_COLUMNS, "feedback", rec.feedback_id, feedback_from_row)
@@ -352,27 +348,27 @@ def _insert_feedback(conn: sqlite3.Connection, rec: FeedbackRecord) -> FeedbackR
     replaced = False
     if rec.user is not None:
         deleted = conn.execute(
-            "DELETE FROM feedback WHERE completion_id = ? AND choice_index = ? AND user = ?",
+            'DELETE FROM feedback WHERE completion_id = ? AND choice_index = ? AND "user" = ?',
             (rec.completion_id, rec.choice_index, rec.user),
         ).rowcount
         replaced = deleted > 0
     rec = FeedbackRecord(**{**rec.__dict__, "replaced": replaced})
-    sql = f"INSERT OR IGNORE INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({placeholders(FEEDBACK_COLUMNS)})"
+    sql = f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({placeholders(FEEDBACK_COLUMNS)}) ON CONFLICT DO NOTHING"
     if conn.execute(sql, feedback_row(rec)).rowcount == 0:  # lost a race to another process
         return _by_client_id(conn, FEEDBACK_COLUMNS, "feedback", rec.feedback_id, feedback_from_row)
     return rec
 
 
-def _insert_pair(conn: sqlite3.Connection, rec: PairRecord) -> PairRecord:
+def _insert_pair(conn: Connection, rec: PairRecord) -> PairRecord:
     """Insert one pair under the writer's transaction: first-wins on feedback_id."""
-    sql = f"INSERT OR IGNORE INTO pairs ({PAIR_COLUMNS}) VALUES ({placeholders(PAIR_COLUMNS)})"
+    sql = f"INSERT INTO pairs ({PAIR_COLUMNS}) VALUES ({placeholders(PAIR_COLUMNS)}) ON CONFLICT DO NOTHING"
     if conn.execute(sql, pair_row(rec)).rowcount == 0:
         return _by_client_id(conn, PAIR_COLUMNS, "pairs", rec.feedback_id, pair_from_row)
     return rec
 
 
 def _by_client_id(
-    conn: sqlite3.Connection, columns: str, table: str, client_id: str | None, convert: Callable
+    conn: Connection, columns: str, table: str, client_id: str | None, convert: Callable
 ):
     row = conn.execute(f"SELECT {columns} FROM {table} WHERE client_id = ?", (client_id,)).fetchone()
     return None if row is None else convert(row)

@@ -2,19 +2,18 @@
 
 Text is scrubbed exactly as the exports scrub it (`feedback.scrubbing.Scrubber`): what an operator
 reads in the console is what a training set would contain. Each call opens its own read-only
-connection (`mode=ro`), so nothing here can write or hold up the store's writer.
+connection (`Database(read_only=True)`, the opener `FeedbackReader` uses too), so nothing here can
+write or hold up the store's writer.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
+from feedback.queries import CORRECTED, DOWN, UP
 from feedback.scrubbing import Scrubber
+from flywheel.database import Database, Location
 
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
 
@@ -53,15 +52,6 @@ class Bucket:
         return self.up / self.ratings if self.ratings else None
 
 
-@contextmanager
-def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
 def _last_user_text(messages: list[dict]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
@@ -73,8 +63,9 @@ def _last_user_text(messages: list[dict]) -> str:
 class FeedbackTimeline:
     """Recent ratings and per-bucket counts of one adapter's versions, from the feedback database."""
 
-    def __init__(self, feedback_db: Path):
+    def __init__(self, feedback_db: Location):
         self.feedback_db = feedback_db
+        self._db = Database(feedback_db, read_only=True, busy_timeout=5)
 
     def recent(self, adapter: str, version: int | None = None, offset: int = 0,
                limit: int = 25) -> tuple[list[RecentRating], int]:
@@ -82,7 +73,7 @@ class FeedbackTimeline:
         where, args = "f.adapter = ?", [adapter]
         if version is not None:
             where, args = where + " AND f.adapter_version = ?", [*args, version]
-        with _read_only(self.feedback_db) as conn:
+        with self._db.read_only() as conn:
             (total,) = conn.execute(f"SELECT COUNT(*) FROM feedback f WHERE {where}", args).fetchone()
             rows = conn.execute(
                 "SELECT f.id, f.adapter, f.adapter_version, f.rating, f.choice_index, f.comment, f.correction,"
@@ -103,12 +94,11 @@ class FeedbackTimeline:
     def buckets(self, adapter: str, version: int, unit: str = "hour", limit: int = 168) -> list[Bucket]:
         """Counts per hour or day for one version, the newest `limit` buckets with any traffic, oldest first."""
         size = BUCKET_SECONDS[unit]
-        start = f"CAST(created_at / {size} AS INTEGER) * {size}"
+        start = self._db.dialect.bucket_of("created_at", size)
         where, args = "adapter = ? AND adapter_version = ?", [adapter, version]
-        with _read_only(self.feedback_db) as conn:
+        with self._db.read_only() as conn:
             ratings = conn.execute(
-                f"SELECT {start} AS b, SUM(rating = 'up'), SUM(rating = 'down'),"
-                f" SUM(correction IS NOT NULL AND correction != '') FROM feedback WHERE {where}"
+                f"SELECT {start} AS b, {UP}, {DOWN}, {CORRECTED} FROM feedback WHERE {where}"
                 " GROUP BY b ORDER BY b DESC LIMIT ?", [*args, limit],
             ).fetchall()
             volume = dict(conn.execute(

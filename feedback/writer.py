@@ -16,6 +16,11 @@ full, read-only, I/O error, locked past the busy timeout) the whole transaction 
 every job of that batch fails with `StoreUnavailable`: nothing of it is half-written, nothing was
 acknowledged, and the thread goes on to the next batch, so writes succeed again once the disk recovers.
 
+The connection is an SQLite one or a `flywheel.database.Connection` (SQLite or PostgreSQL); `begin`
+starts a batch's transaction with the store's write lock (`BEGIN IMMEDIATE` by default, see
+flywheel/database.py). A PostgreSQL connection that broke (the server restarted) is replaced through
+`reconnect` before the next batch.
+
 `submit_async` is for event loops: after a commit, all of a batch's waiters on one loop are woken by
 one `call_soon_threadsafe` (one wake-up of the loop per batch, not one per operation).
 """
@@ -33,10 +38,11 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from feedback.errors import StoreUnavailable
+from flywheel.database import database_errors
 
 logger = logging.getLogger(__name__)
 
-Operation = Callable[[sqlite3.Connection], Any]
+Operation = Callable[[Any], Any]  # called with the connection, inside the batch's transaction
 
 
 class _Job:
@@ -63,9 +69,12 @@ def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) ->
 class BatchWriter:
     """Runs queued operations on one connection, many per transaction, in submission order."""
 
-    def __init__(self, conn: sqlite3.Connection, *, flush_interval: float = 0.05, max_batch: int = 500,
-                 commit_spacing: float = 0.004):
+    def __init__(self, conn: Any, *, flush_interval: float = 0.05, max_batch: int = 500,
+                 commit_spacing: float = 0.004, begin: Callable[[Any], None] | None = None,
+                 reconnect: Callable[[], Any] | None = None, name: str | None = None):
         self._conn = conn
+        self._begin = begin or (lambda c: c.execute("BEGIN IMMEDIATE"))
+        self._reconnect = reconnect
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._commit_spacing = commit_spacing
@@ -78,7 +87,9 @@ class BatchWriter:
         self.batches_failed = 0  # transactions that failed as a whole (disk full, read-only): all rolled back
         self.writes_dropped = 0  # fire-and-forget rows (the completion log) lost with a failed batch
         self.failing = False  # the last batch failed: the store cannot write now
-        self._path = conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"  # for the log
+        if name is None and isinstance(conn, sqlite3.Connection):
+            name = conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+        self._path = name or "?"  # for the log
         self._thread = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
         self._thread.start()
 
@@ -147,12 +158,12 @@ class BatchWriter:
 
     def _transact(self, batch: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
         """Run the batch in one transaction; the outcome of each job (all failed if the commit did)."""
-        conn = self._conn
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
+            conn = self._connection()
             if conn.in_transaction:  # a ROLLBACK that failed left one open: start clean
                 conn.execute("ROLLBACK")
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             for job in batch:
                 conn.execute("SAVEPOINT op")
                 try:
@@ -177,12 +188,28 @@ class BatchWriter:
             logger.info("feedback store %s writes again", self._path)
         return outcomes
 
+    def _connection(self) -> Any:
+        """The write connection, replaced first if it broke (PostgreSQL) and a `reconnect` was given."""
+        if self._reconnect is not None and getattr(self._conn, "closed", False):
+            logger.warning("feedback store %s: the write connection broke; reconnecting", self._path)
+            try:
+                self._conn.close()
+            except database_errors():
+                pass
+            self._conn = self._reconnect()
+        return self._conn
+
+    @property
+    def connection(self) -> Any:
+        """The connection the writer commits on now."""
+        return self._conn
+
     def _abort(self, batch: list[_Job], exc: Exception) -> list[tuple[_Job, Any, BaseException | None]]:
         """Roll the failed transaction back and fail every job of the batch with its error."""
         try:
-            if self._conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL can)
-                self._conn.execute("ROLLBACK")
-        except sqlite3.Error as e:
+            if not getattr(self._conn, "closed", False) and self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")  # SQLite may have rolled back already (SQLITE_FULL can)
+        except database_errors() as e:
             logger.warning("feedback store %s: rollback failed, retried before the next batch: %s", self._path, e)
         dropped = sum(not job.waited for job in batch)
         self.writes_dropped += dropped

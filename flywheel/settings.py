@@ -83,6 +83,11 @@ class Settings(_TrainerKnobs):
 
     # --- storage -------------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="Where the registry, feedback log, adapters and models live.")
+    database_url: str | None = Field(
+        None, pattern=r"^postgres(ql)?://",
+        description="A postgresql:// URL: the registry, feedback store and training runs live in that one "
+        "PostgreSQL database, shared by every gateway replica and trainer. Unset: SQLite files in data_dir.",
+    )
 
     # --- base model ----------------------------------------------------------------------------
     model_path: Path | None = Field(
@@ -189,17 +194,18 @@ class Settings(_TrainerKnobs):
         return cls(**{**values, **extra, **{k: v for k, v in overrides.items() if v is not None}})
 
     # --- derived paths -------------------------------------------------------------------------
+    # The three stores' locations: their SQLite files, or all the one FLYWHEEL_DATABASE_URL.
     @property
-    def registry_db(self) -> Path:
-        return self.data_dir / "registry.db"
+    def registry_db(self) -> Path | str:
+        return self.database_url or self.data_dir / "registry.db"
 
     @property
-    def feedback_db(self) -> Path:
-        return self.data_dir / "feedback.db"
+    def feedback_db(self) -> Path | str:
+        return self.database_url or self.data_dir / "feedback.db"
 
     @property
-    def trainer_db(self) -> Path:
-        return self.data_dir / "trainer.db"
+    def trainer_db(self) -> Path | str:
+        return self.database_url or self.data_dir / "trainer.db"
 
     @property
     def adapters_dir(self) -> Path:

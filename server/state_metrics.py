@@ -74,15 +74,7 @@ def read_aliases(registry: Registry, feedback: FeedbackStore) -> list[AliasReadi
 
 def read_runs(runs: RunStore) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
     """Runs per (adapter, status), and each adapter's failed runs since its last one that got through."""
-    # Read-only aggregates over the run store's table; RunStore has no counting method of its own (yet).
-    conn = runs.db.conn
-    by_status = {(a, s): n for a, s, n in conn.execute("SELECT adapter, status, COUNT(*) FROM runs GROUP BY 1, 2")}
-    marks = ", ".join("?" * len(ENDED_STREAK))
-    streaks = dict(conn.execute(
-        "SELECT adapter, SUM(status = 'failed' AND id > COALESCE("
-        f"  (SELECT MAX(id) FROM runs e WHERE e.adapter = r.adapter AND e.status IN ({marks})), 0))"
-        " FROM runs r GROUP BY adapter", ENDED_STREAK,
-    ))
+    by_status, streaks = runs.status_counts(), runs.failure_streaks(ENDED_STREAK)
     return by_status, streaks
 
 

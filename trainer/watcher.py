@@ -22,6 +22,7 @@ from pathlib import Path
 
 from adapters.names import CANARY
 from adapters.runs import FINISHED, LockBusy, Run, RunStore
+from flywheel import database
 from trainer.config import TrainerSettings, TriggerPolicy
 from trainer.job import run_job
 from trainer.promotion import review_canary
@@ -138,7 +139,7 @@ def feedback_counter(feedback_db: Path) -> CountNew:
         from feedback.export import count_usable_since
         from feedback.reader import FeedbackReader
 
-        if not feedback_db.is_file():
+        if not database.exists(feedback_db):
             return 0
         with FeedbackReader(feedback_db) as store:
             return count_usable_since(store, adapter, since)
@@ -231,7 +232,7 @@ class Watcher:
 
         registry = self.settings.registry()
         canaries = [name for (name, alias) in registry.aliases() if alias == CANARY]
-        if not canaries or not self.settings.feedback_db.is_file():
+        if not canaries or not database.exists(self.settings.feedback_db):
             return
         with FeedbackReader(self.settings.feedback_db) as store:
             for adapter in canaries:

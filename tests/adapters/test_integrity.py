@@ -24,9 +24,10 @@ def base_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def registry(tmp_path: Path, base_dir: Path) -> Registry:
-    return Registry(tmp_path / "registry.db", tmp_path / "adapters", BaseModelInfo.from_dir(base_dir), max_rank=8,
-                    busy_timeout=0.5)
+def registry(tmp_path: Path, base_dir: Path, store_location) -> Registry:
+    """On SQLite and on PostgreSQL."""
+    return Registry(store_location("registry.db"), tmp_path / "adapters", BaseModelInfo.from_dir(base_dir),
+                    max_rank=8, busy_timeout=0.5)
 
 
 def test_registration_records_every_served_file(registry: Registry, base_dir: Path, tmp_path: Path):

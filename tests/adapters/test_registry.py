@@ -1,4 +1,6 @@
-"""Registry: immutable versions, atomic alias moves with history, rollback, validation before writing."""
+"""Registry: immutable versions, atomic alias moves with history, rollback, validation before writing.
+
+Every test that takes `registry` runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ def base_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def registry(tmp_path: Path, base_dir: Path) -> Registry:
-    return Registry(tmp_path / "registry.db", tmp_path / "adapters", BaseModelInfo.from_dir(base_dir), max_rank=8)
+def registry(tmp_path: Path, base_dir: Path, store_location) -> Registry:
+    location = store_location("registry.db")
+    return Registry(location, tmp_path / "adapters", BaseModelInfo.from_dir(base_dir), max_rank=8)
 
 
 def snapshot(registry: Registry, root: Path) -> tuple:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,9 @@ _ids = itertools.count()
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[FeedbackStore]:
-    with FeedbackStore(tmp_path / "feedback.db") as s:
+def store(store_location) -> Iterator[FeedbackStore]:
+    """A store on SQLite and, in a second run of the test, on PostgreSQL."""
+    with FeedbackStore(store_location("feedback.db")) as s:
         yield s
 
 

@@ -84,11 +84,19 @@ def test_a_full_disk_loses_no_acknowledged_rating(tmp_path: Path, make_completio
         assert reopened._read("PRAGMA integrity_check") == [("ok",)]
 
 
+def _read_only(store: FeedbackStore, on: bool) -> None:
+    """Make every write of the store's writer fail as on a read-only database (SQLITE_READONLY, SQLSTATE 25006)."""
+    if store.db.is_postgresql:
+        store._write_conn.execute(f"SET default_transaction_read_only = {'on' if on else 'off'}")
+    else:
+        store._write_conn.execute(f"PRAGMA query_only = {int(on)}")
+
+
 def test_a_read_only_database_refuses_ratings_and_completions_then_recovers(store: FeedbackStore, make_completion):
     served = make_completion()
     store.record_completion(served)
     store.flush()
-    store._write_conn.execute("PRAGMA query_only = 1")  # every write now fails with SQLITE_READONLY
+    _read_only(store, True)  # every write now fails
     lost = make_completion()
     store.record_completion(lost)  # serving never waits on the log: this returns at once
     with pytest.raises(StoreUnavailable, match="read-only.*permissions"):
@@ -96,7 +104,7 @@ def test_a_read_only_database_refuses_ratings_and_completions_then_recovers(stor
     with pytest.raises(StoreUnavailable, match="read-only"):
         asyncio.run(store.add_pair_async(prompt=[{"role": "user", "content": "Hi"}], chosen="a", rejected="b"))
     assert store._writer.writes_dropped == 1
-    store._write_conn.execute("PRAGMA query_only = 0")
+    _read_only(store, False)
     rating = asyncio.run(store.add_feedback_async(served.id, "down"))
     assert store.get_feedback(rating.id).rating == "down"
     assert store._read("SELECT COUNT(*) FROM feedback") == [(1,)]  # only the one after the recovery

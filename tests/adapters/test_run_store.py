@@ -1,4 +1,4 @@
-"""The runs table and the per-adapter lock, without training."""
+"""The runs table and the per-adapter lock, without training, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,13 +12,19 @@ import pytest
 from adapters.runs import LockBusy, RunStore
 
 
-def test_one_run_per_adapter_at_a_time(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "trainer.db")
+@pytest.fixture
+def db(store_location) -> Path | str:
+    """The runs store's location: an SQLite file, or the test's PostgreSQL database."""
+    return store_location("trainer.db")
+
+
+def test_one_run_per_adapter_at_a_time(db) -> None:
+    store = RunStore(db)
     with store.running("support") as run_id:
         assert store.get(run_id).status == "running"
         with pytest.raises(LockBusy, match="run"):
             store.acquire("support")
-        other = RunStore(tmp_path / "trainer.db").acquire("sales")  # other adapters are not blocked
+        other = RunStore(db).acquire("sales")  # other adapters are not blocked
         assert other != run_id
         store.finish(run_id, "succeeded", result_version=3)
     assert store.lock_holder("support") is None
@@ -26,8 +32,7 @@ def test_one_run_per_adapter_at_a_time(tmp_path: Path) -> None:
     assert store.acquire("support") > run_id  # free again
 
 
-def test_lock_of_dead_process_is_recovered(tmp_path: Path) -> None:
-    db = tmp_path / "trainer.db"
+def test_lock_of_dead_process_is_recovered(db) -> None:
     code = (
         "import os, sys; sys.path.insert(0, sys.argv[2]); from adapters.runs import RunStore;"
         "RunStore(sys.argv[1]).acquire('support'); os._exit(0)"  # dies holding the lock
@@ -44,27 +49,27 @@ def test_lock_of_dead_process_is_recovered(tmp_path: Path) -> None:
     assert store.lock_holder("support")["run_id"] == new_run
 
 
-def test_stale_heartbeat_is_recovered_and_fresh_one_is_not(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "trainer.db", stale_seconds=60)
+def test_stale_heartbeat_is_recovered_and_fresh_one_is_not(db) -> None:
+    store = RunStore(db, stale_seconds=60)
     first = store.acquire("support")
-    store.db.conn.execute("UPDATE locks SET pid = 999999999, host = 'elsewhere'")  # a live-looking remote holder
+    store.db.execute("UPDATE locks SET pid = 999999999, host = 'elsewhere'")  # a live-looking remote holder
     with pytest.raises(LockBusy):
         store.acquire("support")
-    store.db.conn.execute("UPDATE locks SET heartbeat_at = ?", [time.time() - 3600])
+    store.db.execute("UPDATE locks SET heartbeat_at = ?", [time.time() - 3600])
     second = store.acquire("support")
     assert second != first and store.get(first).status == "failed"
 
 
-def test_heartbeat_thread_keeps_lock_fresh(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "trainer.db", stale_seconds=4)  # beats every second
+def test_heartbeat_thread_keeps_lock_fresh(db) -> None:
+    store = RunStore(db, stale_seconds=4)  # beats every second
     with store.running("support"):
         before = store.lock_holder("support")["heartbeat_at"]
         time.sleep(2.5)
         assert store.lock_holder("support")["heartbeat_at"] > before
 
 
-def test_orphaned_running_rows_are_marked_failed(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "trainer.db")
+def test_orphaned_running_rows_are_marked_failed(db) -> None:
+    store = RunStore(db)
     run_id = store.create("support", status="running")
     store.update(run_id, pid=999999999)
     queued = store.create("support")  # carries the pid of the gateway that asked for it, long gone
@@ -74,16 +79,16 @@ def test_orphaned_running_rows_are_marked_failed(tmp_path: Path) -> None:
     assert store.get(queued).status == "queued"  # still waiting for the watcher
 
 
-def test_a_refusal_of_the_data_is_told_from_other_failures(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "trainer.db")
+def test_a_refusal_of_the_data_is_told_from_other_failures(db) -> None:
+    store = RunStore(db)
     refused, crashed = store.create("support", "running"), store.create("support", "running")
     store.finish(refused, "failed", error="training data refused: empty", metrics={"problems": ["empty"]})
     store.finish(crashed, "failed", error="MemoryError: out of memory")
     assert store.get(refused).data_refused and not store.get(crashed).data_refused
 
 
-def test_run_listing_and_last_start(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "trainer.db")
+def test_run_listing_and_last_start(db) -> None:
+    store = RunStore(db)
     assert store.last_started("support") is None
     first = store.acquire("support")
     store.update(first, step=5, total_steps=10, loss=1.25, metrics={"gate": {"ppl": 3.0}})

@@ -1,0 +1,383 @@
+"""The one database seam of the three stores (registry, runs, feedback): SQLite files or one PostgreSQL.
+
+A store is given a location: a `Path` (an SQLite file, the embedded default) or a `postgresql://` URL
+(`FLYWHEEL_DATABASE_URL`, one database that every replica shares). `Database` owns what the stores
+used to hand-write each: connecting, SQLite's WAL and pragmas, write transactions, read connections,
+and the few SQL differences between the two.
+
+- **Write transactions serialise writers, on both.** SQLite: `BEGIN IMMEDIATE` takes the file's write
+  lock up front. PostgreSQL: a transaction that first takes a transaction-scoped advisory lock named
+  after the store (`pg_advisory_xact_lock`), so writers of one store queue exactly as they do on one
+  SQLite file, across every host; it is released by the commit or the rollback. A lock still held by
+  someone else after `busy_timeout` fails the statement (SQLite's busy timeout, PostgreSQL's
+  `lock_timeout`), and `is_busy` says so for both.
+- **Reads never wait for writers:** WAL readers on SQLite, MVCC snapshots on PostgreSQL.
+- **SQL is written once, in SQLite's spelling with `?` placeholders.** `Connection.execute` turns it
+  into psycopg's `%s` on PostgreSQL. What differs beyond that (an epoch to a day, table DDL) the
+  stores take from `Dialect`. Both accept `INSERT ... ON CONFLICT`, `RETURNING` (SQLite 3.35+) and
+  `SAVEPOINT`, so the stores use only those.
+
+PostgreSQL connections come from a `psycopg_pool.ConnectionPool`, one per URL and process, shared by
+every store of that process (the trainer builds a `Registry` per poll: they all reuse one pool).
+psycopg is imported only when a URL is used, so the SQLite default needs none of it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+Location = Path | str  # an SQLite file, or a postgresql:// URL
+
+
+def is_url(location: Location) -> bool:
+    """True for a PostgreSQL URL, False for an SQLite file path."""
+    return isinstance(location, str) and location.startswith(URL_SCHEMES)
+
+
+def exists(location: Location) -> bool:
+    """Whether the store at `location` can be opened for reading (an SQLite file must exist first)."""
+    return True if is_url(location) else Path(location).is_file()
+
+
+def describe(location: Location) -> str:
+    """The location for logs and errors, without a password."""
+    if not is_url(location):
+        return str(location)
+    scheme, rest = str(location).split("://", 1)
+    if "@" in rest:
+        credentials, host = rest.rsplit("@", 1)
+        rest = f"{credentials.split(':', 1)[0]}@{host}"
+    return f"{scheme}://{rest}"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The SQL that differs between SQLite and PostgreSQL."""
+
+    name: str
+
+    def day_of(self, epoch_column: str) -> str:
+        """`YYYY-MM-DD` (UTC) of a column of epoch seconds."""
+        if self.name == SQLITE:
+            return f"strftime('%Y-%m-%d', {epoch_column}, 'unixepoch')"
+        return f"to_char(to_timestamp({epoch_column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+    def bucket_of(self, epoch_column: str, seconds: int) -> str:
+        """The first second of the `seconds`-long bucket a column of epoch seconds falls in (an integer)."""
+        if self.name == SQLITE:  # CAST truncates here; PostgreSQL's rounds, hence FLOOR there
+            return f"CAST({epoch_column} / {seconds} AS INTEGER) * {seconds}"
+        return f"CAST(FLOOR({epoch_column} / {seconds}) AS BIGINT) * {seconds}"
+
+    @property
+    def like(self) -> str:
+        """A case-insensitive LIKE (SQLite's LIKE already is for ASCII)."""
+        return "LIKE" if self.name == SQLITE else "ILIKE"
+
+
+def _to_psycopg(sql: str) -> str:
+    """`?` placeholders to `%s` (outside quoted literals), and a literal `%` to `%%`."""
+    out, quote = [], ""
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if ch == "%" else ch)
+    return "".join(out)
+
+
+class Connection:
+    """One connection in autocommit mode (transactions are begun explicitly); `?` placeholders on both."""
+
+    def __init__(self, raw: Any, dialect: Dialect):
+        self.raw = raw
+        self.dialect = dialect
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """Run one statement; returns a cursor (`fetchone`, `fetchall`, `rowcount`)."""
+        if self.dialect.name == SQLITE:
+            return self.raw.execute(sql, args)
+        if not args:
+            return self.raw.execute(sql)
+        return self.raw.execute(_to_psycopg(sql), list(args))
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[dict]:
+        """Rows as dicts keyed by column name."""
+        cursor = self.execute(sql, args)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    @property
+    def in_transaction(self) -> bool:
+        if self.dialect.name == SQLITE:
+            return self.raw.in_transaction
+        from psycopg.pq import TransactionStatus
+
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    @property
+    def closed(self) -> bool:
+        if self.dialect.name == SQLITE:
+            try:
+                self.raw.total_changes  # noqa: B018 - raises ProgrammingError once closed
+            except sqlite3.ProgrammingError:
+                return True
+            return False
+        return self.raw.closed or self.raw.broken
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class Database:
+    """Connections and transactions to one store's database (see the module docstring).
+
+    `lock_name` names the store's write lock on PostgreSQL (every store of one database has its own, as
+    every SQLite store has its own file); `pragmas` run on each new SQLite connection. A `read_only`
+    Database never writes: SQLite opens the file `mode=ro` (and never creates it), PostgreSQL reads in
+    READ ONLY transactions. That one opener serves the trainer's reader and the console's views.
+    """
+
+    def __init__(self, location: Location, *, lock_name: str = "", busy_timeout: float = 30.0,
+                 pragmas: Sequence[str] = (), wal: bool = True, read_only: bool = False):
+        self.location = location
+        self.read_only_mode = read_only
+        self.busy_timeout = busy_timeout
+        self.dialect = Dialect(POSTGRESQL if is_url(location) else SQLITE)
+        self.lock_key = int.from_bytes(hashlib.sha256(f"flywheel:{lock_name}".encode()).digest()[:8], "big",
+                                       signed=True)
+        self._pragmas = tuple(pragmas)
+        self._wal = wal
+        self._write_lock = threading.RLock()  # SQLite: one write connection per Database, one thread at a time
+        self._write_conn: Connection | None = None
+        self._local = threading.local()
+        self._readers: list[Connection] = []
+        self._readers_lock = threading.Lock()
+        if self.dialect.name == SQLITE:
+            if not read_only:
+                Path(location).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            self._pool = _pool(str(location))
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect.name == POSTGRESQL
+
+    def __repr__(self) -> str:
+        return f"Database({describe(self.location)!r})"
+
+    # ---- connections ----------------------------------------------------------------------------
+    def connect(self) -> Connection:
+        """A new connection of its own (a writer thread's), closed by the caller."""
+        if self.is_postgresql:
+            import psycopg
+
+            options = "-c default_transaction_read_only=on" if self.read_only_mode else ""
+            return Connection(psycopg.connect(str(self.location), autocommit=True, options=options), self.dialect)
+        if self.read_only_mode:
+            uri = f"{Path(self.location).resolve().as_uri()}?mode=ro"
+            raw = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, check_same_thread=False)
+            return Connection(raw, self.dialect)
+        raw = sqlite3.connect(self.location, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        if self._wal:
+            raw.execute("PRAGMA journal_mode=WAL")
+        for pragma in self._pragmas:
+            raw.execute(pragma)
+        return Connection(raw, self.dialect)
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads: this thread's own on SQLite, one from the pool on PostgreSQL."""
+        if self.is_postgresql:
+            with self._pooled() as conn:
+                yield conn
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.connect()
+            with self._readers_lock:
+                self._readers.append(conn)
+        yield conn
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[dict]:
+        """Rows as dicts, read on a read connection."""
+        with self.reading() as conn:
+            return conn.query(sql, args)
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """Rows as tuples, read on a read connection."""
+        with self.reading() as conn:
+            return [tuple(row) for row in conn.execute(sql, args).fetchall()]
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction holding the store's write lock from its start; committed at the end,
+        rolled back on any exception."""
+        if self.is_postgresql:
+            with self._pool.connection(timeout=self.busy_timeout) as raw:
+                conn = Connection(raw, self.dialect)
+                yield from self._transaction(conn)
+            return
+        with self._write_lock:
+            if self._write_conn is None:
+                self._write_conn = self.connect()
+            yield from self._transaction(self._write_conn)
+
+    def _transaction(self, conn: Connection) -> Iterator[Connection]:
+        self.begin(conn)
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if not conn.closed and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def begin(self, conn: Connection) -> None:
+        """Begin a write transaction on `conn` and take the store's write lock (see the module docstring)."""
+        if not self.is_postgresql:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        conn.execute("BEGIN")
+        conn.execute(f"SET LOCAL lock_timeout = '{int(self.busy_timeout * 1000)}ms'")
+        conn.execute("SELECT pg_advisory_xact_lock(?)", [self.lock_key])
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """One statement in its own write transaction; the number of rows it changed."""
+        with self.write() as conn:
+            return conn.execute(sql, args).rowcount
+
+    @contextmanager
+    def read_only(self) -> Iterator[Connection]:
+        """A short-lived read connection, closed (or given back to the pool) at the end of the block."""
+        if self.is_postgresql:
+            with self._pooled() as conn:
+                yield conn
+            return
+        conn = self.connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _pooled(self) -> Iterator[Connection]:
+        """A pool connection for reads (inside a READ ONLY transaction for a read-only Database)."""
+        with self._pool.connection(timeout=self.busy_timeout) as raw:
+            conn = Connection(raw, self.dialect)
+            if not self.read_only_mode:
+                yield conn
+                return
+            conn.execute("BEGIN READ ONLY")
+            try:
+                yield conn
+            finally:
+                if not conn.closed and conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        """Close this Database's own SQLite connections (PostgreSQL pools live as long as the process)."""
+        with self._write_lock:
+            if self._write_conn is not None:
+                self._write_conn.close()
+                self._write_conn = None
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._local = threading.local()
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+# PostgreSQL SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html) by the SQLite
+# primary result code that means the same to a store, so callers classify one vocabulary.
+UNREACHABLE = "DATABASE_UNREACHABLE"  # PostgreSQL only: the server is down or the connection broke
+_SQLSTATE_AS_SQLITE = {
+    "53100": "SQLITE_FULL",  # disk_full
+    "25006": "SQLITE_READONLY",  # read_only_sql_transaction
+    "42501": "SQLITE_PERM",  # insufficient_privilege
+    "55P03": "SQLITE_BUSY",  # lock_not_available: lock_timeout ran out
+    "57014": "SQLITE_BUSY",  # query_canceled (a statement timeout)
+    "53300": "SQLITE_BUSY",  # too_many_connections
+    "57P01": UNREACHABLE,  # admin_shutdown
+}
+
+
+def error_name(exc: BaseException) -> str:
+    """SQLite's result code name of a database error (`SQLITE_BUSY`, `SQLITE_FULL_...`), or the equivalent of
+    PostgreSQL's (`UNREACHABLE` when the server cannot be reached); '' when it is none of them."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if name:
+        return name
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate in _SQLSTATE_AS_SQLITE:
+        return _SQLSTATE_AS_SQLITE[sqlstate]
+    if type(exc).__module__.startswith("psycopg") and type(exc).__name__ in ("OperationalError", "PoolTimeout"):
+        if type(exc).__name__ == "PoolTimeout":
+            return "SQLITE_BUSY"
+        return UNREACHABLE
+    if sqlstate is not None and sqlstate.startswith("08"):  # connection_exception
+        return UNREACHABLE
+    return ""
+
+
+def is_busy(exc: BaseException) -> bool:
+    """The write lock stayed taken past the busy timeout (SQLite busy or locked; PostgreSQL lock timeout)."""
+    return error_name(exc).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def database_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes a database call may raise (psycopg's only once it is in use)."""
+    import sys
+
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    if "psycopg" in sys.modules:
+        errors.append(sys.modules["psycopg"].Error)
+    if "psycopg_pool" in sys.modules:
+        errors.append(sys.modules["psycopg_pool"].PoolTimeout)
+    return tuple(errors)
+
+
+# ---- PostgreSQL pools -----------------------------------------------------------------------------
+_pools: dict[str, Any] = {}
+_pools_lock = threading.Lock()
+POOL_MAX_SIZE = 10
+
+
+def _pool(url: str) -> Any:
+    """The process's pool for `url`, opened on first use."""
+    with _pools_lock:
+        pool = _pools.get(url)
+        if pool is None or pool.closed:
+            from psycopg_pool import ConnectionPool
+
+            pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX_SIZE, kwargs={"autocommit": True},
+                                  open=True, name=f"flywheel {describe(url)}")
+            pool.wait(timeout=30)
+            _pools[url] = pool
+        return pool
+
+
+def close_pools(url: str | None = None) -> None:
+    """Close the pool of `url` (every pool when None); the next use opens a new one."""
+    with _pools_lock:
+        for key in [k for k in _pools if url is None or k == url]:
+            _pools.pop(key).close()
+
+
+atexit.register(close_pools)
