@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from rich.table import Table
 from feedback.export import ExportOptions, build_training_set, write_jsonl
 from feedback.stats import version_stats
 from feedback.store import FeedbackStore
+from flywheel import database
 from flywheel.settings import Settings
 
 app = typer.Typer(help="Feedback log: export training sets and show ratings per adapter version.")
@@ -27,12 +27,12 @@ DbOption = Annotated[
 
 def _open(db: Path | None) -> FeedbackStore:
     """Open an existing store; a missing file is a usage error, not a new empty database."""
-    db = db or Settings().feedback_db  # the CLI is an entry point: settings are built here
-    if not db.is_file():
+    db = db or Settings().feedback_db  # the CLI is an entry point: settings are built here (or FLYWHEEL_DATABASE_URL)
+    if not database.exists(db):
         raise typer.BadParameter(f"no feedback database at {db}", param_hint="--db")
     try:
         return FeedbackStore(db)
-    except sqlite3.DatabaseError as exc:
+    except database.database_errors() as exc:
         raise typer.BadParameter(f"{db} is not a usable feedback database: {exc}", param_hint="--db") from exc
 
 

@@ -135,3 +135,38 @@ def test_a_registry_database_of_schema_version_1_upgrades_in_place(url: str, tmp
     v1 = registry.get_version("bot", 1)
     assert (v1.files, v1.status_reason) == ({}, "")
     assert registry.db.read("SELECT version FROM flywheel_schema WHERE component = 'registry'") == [(3,)]
+
+
+def test_one_url_setting_puts_all_three_stores_in_postgresql(url: str, tmp_path: Path) -> None:
+    from flywheel.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    assert settings.registry_db == settings.feedback_db == settings.trainer_db == url
+    RunStore(settings.trainer_db).create("bot")
+    with FeedbackStore(settings.feedback_db):
+        pass
+    Registry(settings.registry_db, settings.adapters_dir, None)
+    tables = {r[0] for r in RunStore(url).db.read("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"versions", "aliases", "runs", "locks", "completions", "feedback", "pairs"} <= tables
+    assert not list(tmp_path.glob("*.db"))  # no SQLite file beside it
+    assert Settings(data_dir=tmp_path).registry_db == tmp_path / "registry.db"  # unset: the embedded default
+    with pytest.raises(ValueError, match="database_url"):
+        Settings(database_url="mysql://somewhere/db")
+
+
+def test_the_feedback_writer_reconnects_after_its_connection_is_killed(url: str) -> None:
+    from feedback.errors import StoreUnavailable
+
+    with FeedbackStore(url) as store:
+        rec = CompletionRecord(id="chatcmpl-k", adapter="bot", adapter_version=1, model="base",
+                               messages=[{"role": "user", "content": "Hi"}], params={},
+                               choices=[{"index": 0, "text": "Hello.", "finish_reason": "stop"}],
+                               prompt_tokens=1, completion_tokens=1, latency_ms=1.0, user=None, created_at=1.0)
+        store.record_completion(rec)
+        store.flush()
+        (pid,) = store._write_conn.execute("SELECT pg_backend_pid()").fetchone()
+        store.db.read("SELECT pg_terminate_backend(?)", [pid])  # the server drops the writer's connection
+        with pytest.raises(StoreUnavailable, match="cannot be reached"):
+            store.add_feedback(rec.id, "up", feedback_id="k1")  # nothing acknowledged
+        assert store.add_feedback(rec.id, "down", feedback_id="k1").rating == "down"  # a new connection
+        assert store._read("SELECT COUNT(*) FROM feedback") == [(1,)]
