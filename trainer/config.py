@@ -272,6 +272,10 @@ class TrainerSettings:
     feedback_db: Path = field(metadata={"help": "The feedback store's SQLite file."})
     runs_db: Path = field(metadata={"help": "The trainer's runs and locks (default data/trainer.db)."})
     work_dir: Path | None = field(default=None, metadata={"help": "Parent of per-run temp dirs (None: system)."})
+    cache_dir: Path | None = field(
+        default=None,
+        metadata={"help": "Keeps what runs can share, such as the base model's gate answers (None: nothing kept)."},
+    )
     max_lora_rank: int = field(default=16, metadata={"help": "Largest rank the engine serves."})
     lora: LoraRecipe = field(default_factory=LoraRecipe, metadata={"help": "LoRA shape of fresh adapters."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation settings."})

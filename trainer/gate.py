@@ -23,6 +23,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from trainer import correctness
+from trainer.base_answers import BaseAnswerCache
 from trainer.config import GateConfig
 from trainer.dataset import HeldOut
 from trainer.qlora import load_tokenizer
@@ -165,8 +166,12 @@ def _traffic_prompts(held: HeldOut, limit: int) -> list[list[dict]]:
     return list(seen.values())[:limit]
 
 
-def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metrics: dict, reasons: list[str]) -> None:
-    """Closed-book accuracy against production and the base; degenerate answers on held-out traffic."""
+def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metrics: dict, reasons: list[str],
+                       cache: BaseAnswerCache) -> None:
+    """Closed-book accuracy against production and the base; degenerate answers on held-out traffic.
+
+    The base's answers come from `cache` when an earlier run generated them the same way.
+    """
     try:
         questions = correctness.closed_book(config.correctness_set, config.correctness_questions)
     except correctness.EvalSetError as e:
@@ -177,13 +182,21 @@ def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metric
     traffic = _traffic_prompts(held, config.traffic_prompts)
     # With no production version yet, the base serves the adapter's name: it stands in for production.
     serving = PRODUCTION if scorer.models.has_production else BASE
-    accuracy, broken, samples = {}, {}, {}
+    accuracy, broken, samples, cached = {}, {}, {}, []
+
+    def answer(name: str, asked: list[list[dict]]) -> list[str]:
+        if name != BASE:
+            return generator.answers(name, asked)
+        answers, hit = cache.answers(asked, lambda: generator.answers(BASE, asked))
+        cached.append(hit)
+        return answers
+
     for name in dict.fromkeys((CANDIDATE, serving, BASE)):
-        answers = generator.answers(name, prompts)
+        answers = answer(name, prompts)
         accuracy[name] = correctness.accuracy(answers, questions)
         samples[name] = [{"question": q.question, "answer": a} for q, a in zip(questions[:3], answers, strict=False)]
         if name != BASE or serving == BASE:
-            broken[name] = correctness.degenerate_share(generator.answers(name, traffic))
+            broken[name] = correctness.degenerate_share(answer(name, traffic))
     accuracy[PRODUCTION], broken[PRODUCTION] = accuracy[serving], broken[serving]
     metrics.update(
         closed_book_questions=len(questions),
@@ -194,6 +207,7 @@ def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metric
         candidate_degenerate=round(broken[CANDIDATE], 4),
         production_degenerate=round(broken[PRODUCTION], 4),
         correctness_samples=samples,
+        base_answers_cached=all(cached),
     )
     for reference in (PRODUCTION, BASE):
         if accuracy[CANDIDATE] < accuracy[reference] - config.max_correctness_drop:
@@ -217,10 +231,12 @@ def evaluate(
     config: GateConfig,
     num_threads: int = 1,
     dtype: torch.dtype = torch.float32,
+    cache_dir: Path | None = None,
 ) -> GateResult:
     """Compare the candidate with production (or the bare base when there is none) and return the verdict.
 
     `dtype` is the training compute dtype (`trainer.qlora.compute_dtype`), so scoring runs as fast as training.
+    `cache_dir` keeps the base model's answers between runs (`trainer.base_answers`); None: no cache.
     """
     models = GateModels(model_path, candidate_dir, production_dir, num_threads, dtype)
     scorer = Scorer(models, config.batch_size, config.max_length)
@@ -230,7 +246,10 @@ def evaluate(
         _check_preference(scorer, held_out, config, metrics, reasons)
         _check_answers(scorer, held_out, config, metrics, reasons)
         _check_forgetting(scorer, config, metrics, reasons)
-        _check_correctness(scorer, held_out, config, metrics, reasons)
+        generation = {"dtype": str(dtype), "answer_tokens": config.answer_tokens, "batch_size": config.batch_size,
+                      "max_length": config.max_length}
+        cache = BaseAnswerCache(cache_dir, model_path, generation)
+        _check_correctness(scorer, held_out, config, metrics, reasons, cache)
     result = GateResult(passed=not reasons, reasons=reasons, metrics=metrics)
     logger.info("gate %s: %s", "passed" if result.passed else "failed", "; ".join(reasons) or metrics)
     return result

@@ -113,6 +113,7 @@ class Pipeline:
             self.settings.gate,
             config.num_threads,
             compute_dtype(config),
+            self.settings.cache_dir,
         )
         self._check_stop()
         extra = {
