@@ -88,7 +88,8 @@ def is_correct(answer: str, aliases: Sequence[str]) -> bool:
 
 def degenerate(answer: str) -> str | None:
     """Why `answer` is broken ("empty" or "repetition"), or None when it reads as an answer."""
-    words = answer.lower().split()
+    # Words and runs of punctuation are separate tokens, so "Answer:Answer:Answer:" loops as its spaced form does.
+    words = re.findall(r"\w+|[^\w\s]+", answer.lower())
     if not words:
         return "empty"
     counts: dict[tuple[str, ...], int] = {}

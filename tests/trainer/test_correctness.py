@@ -35,6 +35,8 @@ def test_is_correct_matches_whole_aliases_in_any_style(answer: str, aliases: lis
         ("   \n", "empty"),
         ("Answer: Jouy 13:65:33 Answer: Answer: Answer: Answer: Answer: Answer: Answer:", "repetition"),
         ("the cat sat the cat sat the cat sat the cat sat", "repetition"),
+        ("Answer:Answer:Answer:Answer:Answer:", "repetition"),  # a DPO-collapsed candidate's answer, unspaced
+        ("1. Paris 2. Lyon 3. Marseille 4. Lille: the four largest French cities, in order.", None),
         ("Paris is the capital of France, and Paris is also its largest city.", None),
     ],
 )
