@@ -25,6 +25,7 @@ psycopg is imported only when a URL is used, so the SQLite default needs none of
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import sqlite3
 import threading
@@ -85,6 +86,7 @@ class Dialect:
         return "LIKE" if self.name == SQLITE else "ILIKE"
 
 
+@functools.lru_cache(maxsize=1024)  # the stores run a few dozen distinct statements, thousands of times a second
 def _to_psycopg(sql: str) -> str:
     """`?` placeholders to `%s` (outside quoted literals), and a literal `%` to `%%`."""
     out, quote = [], ""
