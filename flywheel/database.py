@@ -359,6 +359,11 @@ def database_errors() -> tuple[type[BaseException], ...]:
 _pools: dict[str, Any] = {}
 _pools_lock = threading.Lock()
 POOL_MAX_SIZE = 10
+POOL_CONNECT_TIMEOUT_S = 30.0
+
+
+class DatabaseUnreachable(ConnectionError):
+    """The PostgreSQL server of a URL cannot be reached when a store first opens it."""
 
 
 def _pool(url: str) -> Any:
@@ -370,7 +375,14 @@ def _pool(url: str) -> Any:
 
             pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX_SIZE, kwargs={"autocommit": True},
                                   open=True, name=f"flywheel {describe(url)}")
-            pool.wait(timeout=30)
+            try:
+                pool.wait(timeout=POOL_CONNECT_TIMEOUT_S)
+            except Exception as e:  # psycopg_pool.PoolTimeout: say which server, not just "incomplete"
+                pool.close()
+                raise DatabaseUnreachable(
+                    f"cannot connect to PostgreSQL at {describe(url)} within {POOL_CONNECT_TIMEOUT_S:g} s"
+                    " (FLYWHEEL_DATABASE_URL): is the server up and the URL right?"
+                ) from e
             _pools[url] = pool
         return pool
 
