@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Annotated, TypeVar, get_type_hints
 
@@ -33,6 +33,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@dataclass(frozen=True)
+class EngineArg:
+    """Marks a setting that vLLM's AsyncEngineArgs takes unchanged, as the argument `name` (default: the
+    setting's own name). `Settings.engine_args()` collects them, so a pass-through setting is declared once."""
+
+    name: str | None = None
+
+
+VLLM = EngineArg()
 
 
 class _EnvSettings(BaseSettings):
@@ -95,7 +106,9 @@ class Settings(_TrainerKnobs):
         description="A local Hugging Face model directory to serve. Empty: the embedded default "
         "(SmolLM2-135M-Instruct, prepared under <data_dir>/models by `flywheel model prepare`).",
     )
-    served_model_name: str = Field("base", description="The `model` name clients use for the base model.")
+    served_model_name: Annotated[str, VLLM] = Field(
+        "base", description="The `model` name clients use for the base model."
+    )
 
     # --- engine (vLLM) -------------------------------------------------------------------------
     dtype: DtypeSetting = Field(
@@ -103,17 +116,38 @@ class Settings(_TrainerKnobs):
         "auto: bfloat16 where the hardware runs it natively (a bf16 GPU; a CPU with AVX512-BF16 or AMX), "
         "float32 on other CPUs, float16 on other GPUs (flywheel/dtype.py)."
     )
-    max_model_len: int = Field(2048, ge=128, description="Longest prompt + completion in tokens.")
-    max_loras: int = Field(4, ge=1, description="Adapters vLLM batches together in one step.")
-    max_cpu_loras: int = Field(16, ge=1, description="Adapters vLLM keeps loaded in host memory (LRU cache).")
-    max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the engine (and the registry) accepts.")
+    max_model_len: Annotated[int, VLLM] = Field(2048, ge=128, description="Longest prompt + completion in tokens.")
+    max_loras: Annotated[int, VLLM] = Field(4, ge=1, description="Adapters vLLM batches together in one step.")
+    max_cpu_loras: Annotated[int, VLLM] = Field(
+        16, ge=1, description="Adapters vLLM keeps loaded in host memory (LRU cache)."
+    )
+    max_lora_rank: Annotated[int, VLLM] = Field(
+        16, ge=1, description="Largest LoRA rank the engine (and the registry) accepts."
+    )
     kv_cache_gib: int = Field(2, ge=1, description="KV cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE on CPU).")
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may use (GPU only).")
-    max_num_seqs: int = Field(64, ge=1, description="Sequences vLLM schedules in one step.")
+    gpu_memory_utilization: Annotated[float, VLLM] = Field(
+        0.85, gt=0, le=1, description="Share of GPU memory vLLM may use (GPU only)."
+    )
+    max_num_seqs: Annotated[int, VLLM] = Field(64, ge=1, description="Sequences vLLM schedules in one step.")
     max_inflight_requests: int = Field(
         256, ge=1, description="Requests admitted at once; more get 429 so the engine is never swamped."
     )
-    enforce_eager: bool = Field(True, description="Skip CUDA graph capture (faster start, slower GPU decode).")
+    enforce_eager: Annotated[bool, VLLM] = Field(
+        True, description="Skip CUDA graph capture (faster start, slower GPU decode)."
+    )
+    # vLLM's parallelism; server/parallelism.py checks at start that the devices are there (README, "Settings").
+    tensor_parallel_size: Annotated[int, VLLM] = Field(
+        1, ge=1, description="Devices each layer of the model is split across (vLLM's tensor parallelism): GPUs, "
+        "or on a CPU one NUMA node each."
+    )
+    pipeline_parallel_size: Annotated[int, VLLM] = Field(
+        1, ge=1, description="Stages the model's layers are split into, each on its own tensor-parallel group of "
+        "devices (vLLM's pipeline parallelism)."
+    )
+    data_parallel_size: Annotated[int, VLLM] = Field(
+        1, ge=1, description="Independent copies of the engine, each on tensor x pipeline devices of its own; vLLM "
+        "spreads requests over them and loads every adapter into each."
+    )
     pin_api_cpus: bool = Field(
         True, description="CPU serving: keep the API and vLLM's engine-core process off the worker's cores."
     )
@@ -192,6 +226,14 @@ class Settings(_TrainerKnobs):
         if cls is recipe.LoraRecipe:
             extra = {"max_rank": self.max_lora_rank}
         return cls(**{**values, **extra, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def engine_args(self) -> dict[str, object]:
+        """The settings vLLM's AsyncEngineArgs takes unchanged (those marked `EngineArg`), by argument name."""
+        return {
+            mark.name or name: getattr(self, name)
+            for name, field in type(self).model_fields.items()
+            for mark in field.metadata if isinstance(mark, EngineArg)
+        }
 
     # --- derived paths -------------------------------------------------------------------------
     # The three stores' locations: their SQLite files, or all the one FLYWHEEL_DATABASE_URL.

@@ -24,6 +24,7 @@ from flywheel.settings import Settings
 from server.engine_wait import SPIN_WAIT_ENV
 from server.errors import AdapterLoadFailed, BadRequest, EngineUnavailable, GatewayError, ModelNotFound, PromptTooLong
 from server.orphan_guard import GATEWAY_PID_ENV
+from server.parallelism import Devices, check_parallelism
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +126,43 @@ def engine_error(exc: Exception) -> GatewayError:
 _CALL: contextvars.ContextVar[tuple[EngineCall, Any] | None] = contextvars.ContextVar("flywheel_call", default=None)
 
 
+def engine_args(settings: Settings) -> Any:
+    """vLLM's AsyncEngineArgs for `settings`: the pass-through settings (`Settings.engine_args`) and what Flywheel
+    decides itself (the model directory, the resolved dtype, LoRA on, no per-request log lines)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs(
+        model=str(settings.resolved_model_path),
+        dtype=resolve_dtype(settings.dtype, "serving").name,
+        enable_lora=True,
+        enable_log_requests=False,
+        **settings.engine_args(),
+    )
+
+
+def devices() -> Devices:
+    """The devices vLLM would place this machine's workers on, counted with vLLM's own helpers."""
+    from vllm import envs
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return Devices(current_platform.device_name, current_platform.device_count())
+    from vllm.utils import cpu_resource_utils
+
+    bind = envs.VLLM_CPU_OMP_THREADS_BIND
+    if bind == "nobind":
+        return Devices("cpu", 0, "nobind")
+    if bind != "auto":
+        return Devices("cpu", len(bind.split("|")), "manual")
+    if os.environ.get("VLLM_CPU_SIM_MULTI_NUMA", "0") != "0":  # read as vLLM reads it (ompmultiprocessing.py)
+        return Devices("cpu", len(cpu_resource_utils.get_allowed_cpu_list()), "simulated")
+    return Devices("cpu", len(cpu_resource_utils.get_visible_memory_node()), "auto")
+
+
 class VLLMEngine:
     """vLLM's AsyncLLM with LoRA enabled (engine core in a child process), served by vLLM's OpenAI classes."""
 
     def __init__(self, settings: Settings):
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -140,24 +173,11 @@ class VLLMEngine:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_gib)
             # read by server/engine_wait.py, the plugin vLLM loads in its engine-core and worker processes
             os.environ[SPIN_WAIT_ENV] = "1" if settings.engine_spin_wait else "0"
-        dtype = resolve_dtype(settings.dtype, "serving")
-        self.dtype = dtype.name
-        args = AsyncEngineArgs(
-            model=str(settings.resolved_model_path),
-            served_model_name=settings.served_model_name,
-            dtype=dtype.name,
-            max_model_len=settings.max_model_len,
-            enable_lora=True,
-            max_loras=settings.max_loras,
-            max_cpu_loras=settings.max_cpu_loras,
-            max_lora_rank=settings.max_lora_rank,
-            max_num_seqs=settings.max_num_seqs,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            enforce_eager=settings.enforce_eager,
-            enable_log_requests=False,
-        )
+        check_parallelism(settings, devices())
+        args = engine_args(settings)
+        self.dtype = args.dtype
         logger.info("starting vLLM on %s (%s, %s)", settings.resolved_model_path, current_platform.device_name,
-                    dtype.name)
+                    args.dtype)
         self._llm = AsyncLLM.from_engine_args(args)
         self.max_model_len = settings.max_model_len
         from server.vllm_serving import build_serving
