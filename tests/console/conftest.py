@@ -150,8 +150,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield Gateway(url, registry, settings)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
+    """Chromium for one test module. Not for the session: between its calls Playwright's sync API marks its
+    event loop as running on this thread, and every later test that calls `asyncio.run` would fail."""
     executable = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
