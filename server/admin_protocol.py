@@ -6,7 +6,15 @@ from dataclasses import asdict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.names import NAME_RE
 from adapters.version import AdapterVersion, AliasEvent
+
+NAME_PATTERN = NAME_RE.pattern
+# adapters/names.py's check_alias: a name that is not all digits (digits name versions)
+# Ids and versions are SQLite integers (at most 2**63 - 1); JSON Schema validators compare numbers as doubles,
+# so the documented bound is one they represent exactly.
+MAX_ID = 2**53
+ALIAS_PATTERN = r"^([A-Za-z]|[0-9][A-Za-z0-9_-]*[A-Za-z_-])[A-Za-z0-9_-]*$"
 
 
 class AliasMove(BaseModel):
@@ -14,15 +22,24 @@ class AliasMove(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(None, ge=1, description="Target version; promote defaults to the candidate.")
+    version: int | None = Field(None, ge=1, le=MAX_ID, description="Target version; promote defaults to the candidate.")
+    reason: str = Field("", max_length=1000)
+
+
+class AliasSet(BaseModel):
+    """Body of PUT /admin/adapters/{name}/aliases/{alias}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=MAX_ID, description="The version the alias should point to.")
     reason: str = Field("", max_length=1000)
 
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    to: int | None = Field(None, ge=1, description="Version to return to; default: the one held before.")
-    alias: str = "production"
+    to: int | None = Field(None, ge=1, le=MAX_ID, description="Version to return to; default: the one held before.")
+    alias: str = Field("production", pattern=ALIAS_PATTERN, max_length=64)
     reason: str = Field("", max_length=1000)
 
 

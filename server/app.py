@@ -17,6 +17,7 @@ from adapters.registry import Registry
 from adapters.runs import RunStore
 from feedback.store import FeedbackStore
 from flywheel.settings import Settings
+from server import openapi
 from server.chat import ChatHandler
 from server.console import routes as console
 from server.cpu_affinity import keep_off_engine_cores
@@ -158,17 +159,5 @@ def create_app(
     app.add_middleware(feedback.FeedbackFastPath)  # the hottest route's requests, past routing
     for module in (health, chat, feedback, admin, training, console):
         app.include_router(module.router)
-    _document(app, "/v1/feedback", feedback.openapi_path())
+    openapi.install(app, {"/v1/feedback": feedback.openapi_path()})
     return app
-
-
-def _document(app: FastAPI, path: str, item: dict) -> None:
-    """Add a plain Starlette route's entry to the generated OpenAPI schema."""
-    generate = app.openapi
-
-    def openapi() -> dict:
-        schema = generate()
-        schema["paths"].setdefault(path, {}).update(item)
-        return schema
-
-    app.openapi = openapi

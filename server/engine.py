@@ -89,6 +89,8 @@ def parse_request(endpoint: Endpoint, body: dict) -> Any:
         return model.model_validate(body)
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_context=False, include_url=False)) from None
+    except Exception as e:  # vLLM's own VLLMValidationError, raised past pydantic by its model validators
+        raise engine_error(e) from e
 
 
 def request_fields(endpoint: Endpoint) -> frozenset[str]:

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, InvalidName, RegistryBusy, RegistryError
 from adapters.runs import RunNotFound
@@ -85,9 +86,26 @@ LIBRARY_ERRORS: list[tuple[type[Exception], int, str, str]] = [
 ]
 
 
-def error_json(status: int, message: str, type_: str, code: str | None, param: str | None = None) -> JSONResponse:
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request: the message and `param` say what to fix.",
+    401: "Missing or invalid API key.",
+    403: "/admin is disabled (user keys are set but no admin key).",
+    404: "The adapter, version, model, completion, feedback or run named does not exist.",
+    409: "Conflict with the current state (an adapter version that cannot be loaded, an alias that cannot move).",
+    429: "Too many requests in flight; retry shortly.",
+    503: "The engine, the registry or the feedback store cannot serve right now.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """The OpenAPI `responses=` entries of the error statuses a route really returns, in OpenAI's error format."""
+    return {status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
+
+
+def error_json(status: int, message: str, type_: str, code: str | None, param: str | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
-    return JSONResponse(status_code=status, content=body.model_dump())
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
 def to_response(exc: Exception) -> JSONResponse:
@@ -108,16 +126,29 @@ def to_response(exc: Exception) -> JSONResponse:
         return error_json(400, f"invalid request: {problems}", "invalid_request_error", "invalid_parameter",
                           ".".join(loc) or None)
     if isinstance(exc, StarletteHTTPException):
-        return error_json(exc.status_code, str(exc.detail), "invalid_request_error", None)
+        # keeps Starlette's headers: a 405 carries `Allow` (RFC 9110), which server/app.py completes
+        return error_json(exc.status_code, str(exc.detail), "invalid_request_error", None, headers=exc.headers)
     logger.exception("unexpected error", exc_info=exc)
     return error_json(500, "internal error; see the gateway log", "server_error", "internal_error")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette's 405 names only the first route's."""
+    routes = [r for r in request.app.router.routes
+              if isinstance(r, Route) and r.matches(request.scope)[0] != Match.NONE]
+    # the first route's path is the one Starlette matched (`/v1/feedback/pairs`, not `/v1/feedback/{feedback_id}`)
+    methods = {m for r in routes if routes and r.path == routes[0].path for m in r.methods or ()}
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception through `to_response`."""
 
-    async def handle(_: Request, exc: Exception) -> JSONResponse:
-        return to_response(exc)
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        response = to_response(exc)
+        if response.status_code == 405:
+            response.headers["Allow"] = allowed_methods(request)
+        return response
 
     handled = (GatewayError, RegistryError, FeedbackError, RunNotFound, RequestValidationError,
                StarletteHTTPException, Exception)

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 
 from server.admin import AdminService
-from server.admin_protocol import AdapterOut, AliasMove, EventOut, RollbackRequest, VersionOut
+from server.admin_protocol import (
+    ALIAS_PATTERN,
+    MAX_ID,
+    NAME_PATTERN,
+    AdapterOut,
+    AliasMove,
+    AliasSet,
+    EventOut,
+    RollbackRequest,
+    VersionOut,
+)
 from server.auth import require_admin
-from server.errors import BadRequest
+from server.errors import error_responses
 from server.state import ResolverDep, StateDep
 
-router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)],
+                   responses=error_responses(401, 403, 503))
+Name = Annotated[str, Path(pattern=NAME_PATTERN, description="An adapter name.")]
+Version = Annotated[int, Path(ge=1, le=MAX_ID, description="A version number.")]
+Alias = Annotated[str, Path(pattern=ALIAS_PATTERN, max_length=64, description="An alias (not all digits).")]
+FOUND = error_responses(400, 404)  # a malformed name or version; an unknown adapter or version
+MOVES = error_responses(400, 404, 409)  # and a move the registry refuses (a rejected or broken version)
 MAX_UPLOAD = 512 * 1024 * 1024
 
 
@@ -41,20 +57,20 @@ def list_adapters(state: StateDep) -> list[AdapterOut]:
     return [_adapter(state, name) for name in state.registry.adapters()]
 
 
-@router.get("/adapters/{name}")
-def show_adapter(name: str, state: StateDep) -> AdapterOut:
+@router.get("/adapters/{name}", responses=FOUND)
+def show_adapter(name: Name, state: StateDep) -> AdapterOut:
     return _adapter(state, name)
 
 
-@router.get("/adapters/{name}/history")
-def history(name: str, state: StateDep) -> list[EventOut]:
+@router.get("/adapters/{name}/history", responses=FOUND)
+def history(name: Name, state: StateDep) -> list[EventOut]:
     state.registry.versions(name)  # 404 for an unknown adapter
     return [EventOut.of(e) for e in state.registry.history(name)]
 
 
-@router.post("/adapters/{name}/versions", status_code=201)
+@router.post("/adapters/{name}/versions", status_code=201, responses=MOVES)
 async def register(
-    name: str, admin: AdminDep, request: Request,
+    name: Name, admin: AdminDep, request: Request,
     adapter_config: Annotated[UploadFile, File(description="adapter_config.json")],
     adapter_model: Annotated[UploadFile, File(description="adapter_model.safetensors")],
     alias: Annotated[str | None, Form()] = None,
@@ -64,24 +80,22 @@ async def register(
     return VersionOut.of(await admin.register_upload(name, config, weights, alias, actor_of(request)))
 
 
-@router.post("/adapters/{name}/versions/{version}/verify")
-async def verify(name: str, version: int, admin: AdminDep, request: Request) -> VersionOut:
+@router.post("/adapters/{name}/versions/{version}/verify", responses=FOUND)
+async def verify(name: Name, version: Version, admin: AdminDep, request: Request) -> VersionOut:
     """Check a version's files against the registration: marks it broken, or ready again once restored."""
     return VersionOut.of(await admin.verify(name, version, actor_of(request)))
 
 
-@router.post("/adapters/{name}/promote")
-async def promote(name: str, body: AliasMove, admin: AdminDep, request: Request) -> EventOut:
+@router.post("/adapters/{name}/promote", responses=MOVES)
+async def promote(name: Name, body: AliasMove, admin: AdminDep, request: Request) -> EventOut:
     return EventOut.of(await admin.promote(name, body.version, actor_of(request), body.reason))
 
 
-@router.post("/adapters/{name}/rollback")
-async def rollback(name: str, body: RollbackRequest, admin: AdminDep, request: Request) -> EventOut:
+@router.post("/adapters/{name}/rollback", responses=MOVES)
+async def rollback(name: Name, body: RollbackRequest, admin: AdminDep, request: Request) -> EventOut:
     return EventOut.of(await admin.rollback(name, body.to, body.alias, actor_of(request), body.reason))
 
 
-@router.put("/adapters/{name}/aliases/{alias}")
-async def set_alias(name: str, alias: str, body: AliasMove, admin: AdminDep, request: Request) -> EventOut:
-    if body.version is None:
-        raise BadRequest("name the version the alias should point to", "version")
+@router.put("/adapters/{name}/aliases/{alias}", responses=MOVES)
+async def set_alias(name: Name, alias: Alias, body: AliasSet, admin: AdminDep, request: Request) -> EventOut:
     return EventOut.of(await admin.set_alias(name, alias, body.version, actor_of(request), body.reason))

@@ -27,11 +27,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feedback.records import FeedbackRecord
 from server.auth import require_user
-from server.errors import to_response
+from server.errors import error_responses, to_response
 from server.feedback_protocol import FeedbackRequest, PairRequest
 from server.state import GatewayState, StateDep
 
-router = APIRouter(prefix="/v1/feedback", dependencies=[Depends(require_user)])
+router = APIRouter(prefix="/v1/feedback", dependencies=[Depends(require_user)],
+                   responses=error_responses(400, 401, 404, 503))
 
 
 def _body(record) -> dict:
@@ -89,7 +90,13 @@ def openapi_path() -> dict:
                 "required": True,
                 "content": {"application/json": {"schema": FeedbackRequest.model_json_schema()}},
             },
-            "responses": {"201": {"description": "The stored rating (a repeated feedback_id: the first one)."}},
+            "responses": {
+                "201": {"description": "The stored rating (a repeated feedback_id: the first one).",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                **{str(status): {"description": entry["description"], "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+                   for status, entry in error_responses(400, 401, 404, 503).items()},
+            },
         }
     }
 

@@ -7,39 +7,42 @@ watcher (its own process) picks it up on its next poll.
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.names import check_name
+from adapters.errors import AdapterNotFound
+from adapters.names import NAME_RE
+from server.admin_protocol import MAX_ID
 from server.auth import require_admin
-from server.errors import BadRequest
+from server.errors import error_responses
 from server.state import StateDep
 
-router = APIRouter(prefix="/admin/training", dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin/training", dependencies=[Depends(require_admin)],
+                   responses=error_responses(401, 403, 503))
 
 
 class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    adapter: str
+    adapter: str = Field(pattern=NAME_RE.pattern, description="The adapter to train.")
 
 
-@router.get("/runs")
+@router.get("/runs", responses=error_responses(400))
 async def list_runs(state: StateDep, adapter: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
     return [asdict(run) for run in state.runs.list(adapter, limit)]
 
 
-@router.get("/runs/{run_id}")
-async def show_run(run_id: int, state: StateDep) -> dict:
+@router.get("/runs/{run_id}", responses=error_responses(400, 404))
+async def show_run(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], state: StateDep) -> dict:
     return asdict(state.runs.get(run_id))
 
 
-@router.post("/runs", status_code=202)
+@router.post("/runs", status_code=202, responses=error_responses(400, 404))
 async def request_run(body: RunRequest, state: StateDep) -> dict:
     """Queue a training run for an adapter (or return the one already waiting); the trainer watcher starts it."""
-    check_name(body.adapter)
     if body.adapter not in state.registry.adapters() and not state.feedback.count_signals(body.adapter):
-        raise BadRequest(f"adapter {body.adapter!r} is neither registered nor has any feedback to train on", "adapter")
+        raise AdapterNotFound(f"adapter {body.adapter!r} is neither registered nor has any feedback to train on")
     run_id = state.runs.queue(body.adapter)
     return asdict(state.runs.get(run_id))

@@ -108,7 +108,7 @@ def test_binding_beyond_loopback_needs_keys(tmp_path: Path):
 def test_training_runs_are_queued_for_the_watcher(client: TestClient, base_dir: Path, tmp_path: Path):
     assert client.get("/admin/training/runs").json() == []
     r = client.post("/admin/training/runs", json={"adapter": "ghost"})
-    assert r.status_code == 400 and "neither registered" in r.json()["error"]["message"]
+    assert r.status_code == 404 and "neither registered" in r.json()["error"]["message"]
     assert client.post("/admin/training/runs", json={"adapter": "../x"}).status_code == 400
     register(client, "bot", write_lora(tmp_path / "a", base_dir))
     run = client.post("/admin/training/runs", json={"adapter": "bot"})
