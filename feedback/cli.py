@@ -100,7 +100,8 @@ def export(
 
 def _print_report(console: Console, report: dict, dataset_hash: str) -> None:
     table = Table(title="export report", show_header=False)
-    for key in ("raw", "capped", "conflicts_dropped", "examples", "too_short_dropped", "too_long_dropped"):
+    for key in ("raw", "raw_prompt_dropped", "tool_turns_dropped", "capped", "conflicts_dropped", "examples",
+                "too_short_dropped", "too_long_dropped"):
         table.add_row(key, str(report[key]))
     for key in ("duplicates_dropped", "scrubbed", "replay", "held_out", "train"):
         table.add_row(key, str(report[key]))

@@ -158,6 +158,7 @@ def _examples(
     """Load ratings and pairs, cap per user, scrub, resolve conflicts, and build the kind's rows."""
     rated, pairs = store.rated_answers(adapter, since), store.pairs(adapter, since)
     report["raw"] = {"ratings": len(rated), "pairs": len(pairs)}
+    rated, pairs = _trainable_shapes(rated, pairs, report)
     signals, report["capped"] = cap_per_user([*rated, *pairs], _user, opts.per_user_cap, opts.seed)
     scrubber = Scrubber()
     thumbs, corrections, preferences = _scrub(signals, scrubber)
@@ -189,6 +190,32 @@ def _clean(examples: list[Example], opts: ExportOptions, report: dict) -> list[E
         duplicates_dropped=exact + normalised, duplicates_exact=exact, duplicates_normalised=normalised
     )
     return examples
+
+
+def _has_tool_turn(messages: list[dict]) -> bool:
+    return any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
+
+
+def _trainable_shapes(
+    rated: list[RatedAnswer], pairs: list[PairRecord], report: dict
+) -> tuple[list[RatedAnswer], list[PairRecord]]:
+    """Leave out, and count, the feedback the sets' columns cannot carry faithfully.
+
+    - Raw-prompt completions (`/v1/completions`) were served without a chat template: as a chat row the model
+      would learn an exchange it never had (`raw_prompt_dropped`).
+    - Tool-call turns (an answer that called a tool, or a prompt holding tool calls or tool results): the rows'
+      messages are {role, content}, so the calls would be lost and the row would teach a wrong answer
+      (`tool_turns_dropped`).
+    """
+    raw = [r for r in rated if r.endpoint == "completions"]
+    tools = [r for r in rated if r.endpoint != "completions" and (r.tool_calls or _has_tool_turn(r.prompt))]
+    tool_pairs = [p for p in pairs if _has_tool_turn(p.prompt)]
+    report["raw_prompt_dropped"] = len(raw)
+    report["tool_turns_dropped"] = len(tools) + len(tool_pairs)
+    left_out = {id(s) for s in [*raw, *tools, *tool_pairs]}
+    if left_out:
+        logger.info("export left out %d raw-prompt and %d tool-call signals", len(raw), len(tools) + len(tool_pairs))
+    return [r for r in rated if id(r) not in left_out], [p for p in pairs if id(p) not in left_out]
 
 
 def _user(signal: RatedAnswer | PairRecord) -> str | None:

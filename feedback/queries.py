@@ -38,16 +38,18 @@ class StoreQueries:
         where, args = _where(adapter, since, "f.")
         columns = ", ".join(f"f.{c.strip()}" for c in FEEDBACK_COLUMNS.split(","))
         rows = self._read(
-            f"SELECT {columns}, c.messages, c.choices FROM feedback f"
+            f"SELECT {columns}, c.params, c.messages, c.choices FROM feedback f"
             " JOIN completions c ON c.id = f.completion_id"
             f" WHERE {where} ORDER BY f.created_at, f.id",
             args,
         )
         result = []
         for row in rows:
-            rec = feedback_from_row(row[:-2])
-            choices = {c.get("index"): c.get("text") or "" for c in json.loads(row[-1])}
-            result.append(RatedAnswer(rec, json.loads(row[-2]), choices.get(rec.choice_index, "")))
+            rec = feedback_from_row(row[:-3])
+            params = json.loads(row[-3]) if row[-3] else {}
+            choice = {c.get("index"): c for c in json.loads(row[-1])}.get(rec.choice_index, {})
+            result.append(RatedAnswer(rec, json.loads(row[-2]), choice.get("text") or "",
+                                      params.get("endpoint", "chat.completions"), choice.get("tool_calls") or []))
         return result
 
     def pairs(self, adapter: str, since: float | None = None) -> list[PairRecord]:

@@ -98,3 +98,5 @@ class RatedAnswer:
     feedback: FeedbackRecord
     prompt: list[dict] = field(default_factory=list)
     answer: str = ""
+    endpoint: str = "chat.completions"  # or "completions": a raw prompt, served without a chat template
+    tool_calls: list[dict] = field(default_factory=list)  # the rated answer's tool calls, if it made any

@@ -95,23 +95,17 @@ class TextMessage(BaseModel):
 
 
 class FunctionCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
     name: str
     arguments: str = Field(description="The arguments as a JSON text.")
 
 
 class ToolCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
     id: str
     type: Literal["function"]
     function: FunctionCall
 
 
-class AssistantMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AssistantMessage(BaseModel):  # takes a response message back as is (clients echo it with its extras)
     role: Literal["assistant"]
     content: str | list[TextPart] | None = None
     tool_calls: list[ToolCall] | SkipJsonSchema[None] = None
@@ -150,10 +144,6 @@ class PlainFormat(BaseModel):
 class SchemaFormat(BaseModel):
     type: Literal["json_schema"]
     json_schema: JsonSchemaFormat
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool | None = None
 
 
 class SamplingFields(BaseModel):

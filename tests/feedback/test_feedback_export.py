@@ -260,3 +260,34 @@ def test_an_explicit_pair_keeps_its_prompts_up_rated_answers_in_sft(store, rate)
     assert sorted((r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in dpo.train) == [
         ("Red.", "Cheese.")  # the explicit pair; no inferred Blue-over-Cheese pair beside it
     ]
+
+
+def _served(store, make_completion, *, endpoint="chat.completions", prompt=None, tool_calls=None, text="Paris."):
+    """A logged completion as the gateway writes it (params.endpoint, tool calls in the choice), rated up."""
+    rec = make_completion(prompt or "capital of France?", text)
+    choice = {**rec.choices[0], **({"tool_calls": tool_calls} if tool_calls else {})}
+    rec = type(rec)(**{**vars(rec), "params": {"endpoint": endpoint}, "choices": [choice]})
+    store.record_completion(rec)
+    return store.add_feedback(rec.id, "up").id
+
+
+def test_raw_prompt_and_tool_call_turns_are_left_out_and_counted(store, make_completion):
+    kept = _served(store, make_completion, prompt="capital of Italy?", text="Rome.")
+    _served(store, make_completion, endpoint="completions", prompt="The capital of France is", text=" Paris.")
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    _served(store, make_completion, prompt="Weather in Paris?", text="", tool_calls=[call])
+    history = [{"role": "user", "content": "Weather in Paris?"},
+               {"role": "assistant", "content": "", "tool_calls": [call]},
+               {"role": "tool", "content": "Sunny", "tool_call_id": "call_1"}]
+    _served(store, make_completion, prompt=history, text="It is sunny.")
+    sunny, unsure = make_completion(history, "Sunny, 21 C."), make_completion(history, "No idea.")
+    for rec in (sunny, unsure):
+        store.record_completion(rec)
+    store.add_pair(chosen_completion_id=sunny.id, rejected_completion_id=unsure.id)  # a pair on a tool turn
+    for kind in ("sft", "kto", "dpo"):
+        ts = _build(store, kind)
+        assert ts.report["raw_prompt_dropped"] == 1 and ts.report["tool_turns_dropped"] == 3
+        assert ts.report["raw"] == {"ratings": 4, "pairs": 1}
+    sft = _build(store, "sft")
+    assert [r["completion"][0]["content"] for r in sft.train] == ["Rome."] and sft.feedback_ids == [kept]
+    assert len(_build(store, "dpo").train) == 0

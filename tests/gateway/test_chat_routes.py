@@ -165,3 +165,16 @@ def test_models_carry_lineage(client: TestClient, base_dir: Path, tmp_path: Path
     assert cards["base"]["root"] == str(base_dir) and cards["base"]["parent"] is None
     assert cards["bot"]["root"] == "base" and cards["bot"]["parent"] == "base" and cards["bot"]["version"] == 1
     assert cards["bot"]["object"] == "model" and cards["bot"]["max_model_len"] > 0
+
+
+def test_tool_call_history_as_the_openai_client_echoes_it(client: TestClient):
+    """The strict check of documented fields takes what clients send back: a response message with its extras."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    history = [{"role": "user", "content": "Weather in Paris?"},
+               {"role": "assistant", "content": None, "tool_calls": [call], "annotations": []},
+               {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
+               {"role": "user", "content": [{"type": "text", "text": "And tomorrow?"}]}]
+    tool = {"type": "function", "function": {"name": "get_weather", "strict": True,
+                                             "parameters": {"type": "object", "properties": {}}}}
+    r = client.post("/v1/chat/completions", json={"messages": history, "tools": [tool], "tool_choice": "auto"})
+    assert r.status_code == 200, r.text
