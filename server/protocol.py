@@ -150,7 +150,12 @@ class SamplingFields(BaseModel):
     """What chat and text completions share, with the bounds vLLM checks. The routes check these fields in strict
     mode (server/routes/chat.py): vLLM's lax pydantic types would also take `"echo": 0` or `"n": "2"`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # vLLM's rule: greedy sampling (temperature below its epsilon, 1e-5) answers one choice only
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"properties": {"temperature": {"type": "number", "exclusiveMaximum": 1e-5}},
+               "required": ["temperature"]},
+        "then": {"properties": {"n": {"type": ["integer", "null"], "maximum": 1}}},
+    })
 
     model: str | None = Field(None, description="The base model's name, or an adapter's (as `adapter`).")
     adapter: str | None = Field(None, pattern=ADAPTER_REF, description="`name`, `name@<version>` or `name@<alias>`.")
