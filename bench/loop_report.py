@@ -140,7 +140,8 @@ def markdown(config: LoopConfig, hardware: Hardware, rounds: list[RoundResult], 
         f"SFT (loss on the completion only) then the preference stage the trainer picks (DPO on correction "
         f"pairs, KTO on ratings alone), r={lora.r} alpha={lora.alpha:g} on {len(lora.target_modules)} "
         f"projections (continued from production each round), lr {train.learning_rate}, {train.epochs:g} epochs, "
-        f"batch {train.batch_size} x {train.grad_accumulation} accumulation, DPO beta {train.dpo_beta}, "
+        f"batch {train.batch_size} x {train.grad_accumulation} accumulation, DPO beta {train.dpo_beta} "
+        f"with an SFT term of weight {train.dpo_sft_weight}, "
         f"4-bit base {train.load_in_4bit}, {steps}; default gate (preference win rate >= "
         f"{gate.min_preference_win_rate:.0%}, perplexity <= +{gate.max_ppl_increase:.0%}, closed-book correctness "
         f"at most {gate.max_correctness_drop * 100:.0f} points below production and the base).", "",

@@ -120,6 +120,13 @@ def _drop_extra_adapters(model: PeftModel) -> None:
     model.set_adapter(ADAPTER_NAME)
 
 
+def dpo_args(config: TrainConfig, out_dir: Path) -> DPOConfig:
+    """DPO's sigmoid loss, plus TRL's SFT term on the chosen answer when `dpo_sft_weight` > 0 (RPO)."""
+    losses = {"sigmoid": 1.0, "sft": config.dpo_sft_weight} if config.dpo_sft_weight > 0 else {"sigmoid": 1.0}
+    return DPOConfig(**_common_args(config, out_dir, config.batch_size), beta=config.dpo_beta,
+                     loss_type=list(losses), loss_weights=list(losses.values()))
+
+
 def train_dpo(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -129,8 +136,7 @@ def train_dpo(
     callbacks: list[TrainerCallback] | None = None,
 ) -> StageResult:
     """DPO on prompt/chosen/rejected rows, the reference being the base with the adapter disabled."""
-    args = DPOConfig(**_common_args(config, out_dir, config.batch_size), beta=config.dpo_beta)
-    return _preference_stage("dpo", DPOTrainer, args, model, tokenizer, dataset, config, callbacks)
+    return _preference_stage("dpo", DPOTrainer, dpo_args(config, out_dir), model, tokenizer, dataset, config, callbacks)
 
 
 def train_kto(

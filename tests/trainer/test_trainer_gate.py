@@ -117,22 +117,12 @@ def test_a_saturated_preference_is_not_judged_on_win_rate(model_path: Path, fres
     assert any(r.startswith("preference:") for r in applied.reasons)
 
 
-def test_the_base_answers_are_kept_for_the_next_run_and_a_spoilt_file_is_regenerated(
-    model_path: Path, fresh_adapter: Path, tmp_path: Path
-) -> None:
+def test_the_base_answers_are_kept_for_the_next_run(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = evaluate(model_path, fresh_adapter, None, held_out(), tiny_gate(), cache_dir=cache)
-    files = sorted((cache / "gate_base_answers").glob("*.json"))
-    assert not first.metrics["base_answers_cached"] and len(files) == 2  # closed-book and traffic prompts
+    assert not first.metrics["base_answers_cached"]
+    assert len(list((cache / "gate_base_answers").glob("*.json"))) == 2  # closed-book and traffic prompts
     again = evaluate(model_path, fresh_adapter, None, held_out(), tiny_gate(), cache_dir=cache)
     assert again.metrics["base_answers_cached"]
     assert again.metrics["base_correctness"] == first.metrics["base_correctness"]
     assert again.metrics["correctness_samples"] == first.metrics["correctness_samples"]
-
-    files[0].write_text("{not json")
-    files[1].write_text('["one answer for many prompts"]')
-    spoilt = evaluate(model_path, fresh_adapter, None, held_out(), tiny_gate(), cache_dir=cache)
-    assert not spoilt.metrics["base_answers_cached"]
-    assert spoilt.metrics["base_correctness"] == first.metrics["base_correctness"]
-    assert spoilt.metrics["correctness_samples"] == first.metrics["correctness_samples"]
-    assert (cache / "gate_base_answers" / files[0].name).read_text() != "{not json"

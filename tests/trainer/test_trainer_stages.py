@@ -12,7 +12,7 @@ from trainer_samples import dpo_rows, kto_rows, sft_rows, tiny_lora, tiny_train
 from adapters.base_model import BaseModelInfo
 from adapters.registry import Registry
 from trainer.qlora import load_tokenizer, load_trainable, lora_state, save_adapter
-from trainer.stages import train_dpo, train_kto, train_sft
+from trainer.stages import dpo_args, train_dpo, train_kto, train_sft
 
 pytestmark = pytest.mark.training
 
@@ -54,3 +54,12 @@ def test_stage_trains_lora_only_and_registers(stage, rows, model_path: Path, tmp
     registry = Registry(tmp_path / "r.db", tmp_path / "adapters", BaseModelInfo.from_dir(model_path), max_rank=16)
     version = registry.register("tiny", folder, source="trained", actor="trainer", alias="candidate")
     assert version.rank == 4 and registry.resolve("tiny@candidate").version == 1
+
+
+def test_dpo_adds_the_sft_term_on_the_chosen_answer_by_default(tmp_path: Path) -> None:
+    default = dpo_args(tiny_train(), tmp_path)
+    assert default.loss_type == ["sigmoid", "sft"] and default.loss_weights == [1.0, 1.0]
+    plain = dpo_args(tiny_train(dpo_sft_weight=0), tmp_path)
+    assert plain.loss_type == ["sigmoid"] and plain.loss_weights == [1.0]
+    with pytest.raises(ValueError, match="dpo_sft_weight"):
+        tiny_train(dpo_sft_weight=-1)
