@@ -14,6 +14,8 @@ An arm is a set of `TrainConfig` overrides and the stage it trains (SFT, or DPO 
 the trainer runs them). Arms vary the recipe on purpose: that is the study. What users get is only ever
 the trainer's defaults, measured by `flywheel bench loop`. Each arm's overrides are on top of the
 defaults of the commit that runs it (lr 2e-4, 1 epoch, DPO beta 0.1 with an SFT term of weight 1).
+The page is rewritten from the saved results on every run; a run note (conditions, what it shows) is
+added below it by hand, as on the other pages.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ ARMS = {
     "sft_1ep_lr1e-4": Arm("sft", None, (("learning_rate", 1e-4),), "SFT, 1 epoch at lr 1e-4"),
     "sft_1ep": Arm("sft", None, (), "SFT, lr 2e-4, 1 epoch (the default)"),
     "sft_1ep+dpo_sft_term_1ep": Arm("dpo", "sft_1ep", (), "then DPO + SFT term, 1 epoch (the defaults: SFT then DPO)"),
+    "sft_1ep+dpo_sft_term_lr5e-5": Arm("dpo", "sft_1ep", (("learning_rate", 5e-5),),
+                                       "then DPO + SFT term, 1 epoch at lr 5e-5"),
 }
 HEADERS = ["arm", "recipe", "steps", "train loss", "correct", "held-out satisfied", "general ppl", "ppl vs base",
            "degenerate", "train s"]
