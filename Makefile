@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 PYTEST_ARGS ?=
 
-.PHONY: install model serve test test-fast lint bench-serve clean
+.PHONY: install model serve test test-fast test-packages lint bench-serve clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,11 @@ model: install
 serve: model
 	$(BIN)/flywheel serve
 
-test: model
+# promtool, chromium and PostgreSQL: real tools the tests drive (apt-get, once, when one is missing).
+test-packages:
+	bash tests/system_packages.sh
+
+test: model test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install

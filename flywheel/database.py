@@ -190,7 +190,10 @@ class Database:
             import psycopg
 
             options = "-c default_transaction_read_only=on" if self.read_only_mode else ""
-            return Connection(psycopg.connect(str(self.location), autocommit=True, options=options), self.dialect)
+            # A server that is down must not hold a writer thread for the OS's TCP timeout (minutes).
+            raw = psycopg.connect(str(self.location), autocommit=True, options=options,
+                                  connect_timeout=max(1, int(self.busy_timeout)))
+            return Connection(raw, self.dialect)
         if self.read_only_mode:
             uri = f"{Path(self.location).resolve().as_uri()}?mode=ro"
             raw = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, check_same_thread=False)

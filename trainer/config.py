@@ -279,10 +279,13 @@ class TrainerSettings:
     """Paths and policies a training run needs; built once at the entry point from `Settings`."""
 
     model_path: Path = field(metadata={"help": "Base model directory (the one the gateway serves)."})
-    registry_db: Path = field(metadata={"help": "The adapter registry's SQLite file."})
+    registry_db: Path | str = field(
+        metadata={"help": "The adapter registry's SQLite file, or the FLYWHEEL_DATABASE_URL it lives in."})
     adapters_dir: Path = field(metadata={"help": "Where the registry keeps version folders."})
-    feedback_db: Path = field(metadata={"help": "The feedback store's SQLite file."})
-    runs_db: Path = field(metadata={"help": "The trainer's runs and locks (default data/trainer.db)."})
+    feedback_db: Path | str = field(
+        metadata={"help": "The feedback store's SQLite file, or the FLYWHEEL_DATABASE_URL it lives in."})
+    runs_db: Path | str = field(
+        metadata={"help": "The trainer's runs and locks (data/trainer.db, or the FLYWHEEL_DATABASE_URL)."})
     work_dir: Path | None = field(default=None, metadata={"help": "Parent of per-run temp dirs (None: system)."})
     cache_dir: Path | None = field(
         default=None,
