@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from server.console.plot import BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH
+from server.console.plot import Frame
 
 
 @dataclass(frozen=True)
@@ -23,19 +23,13 @@ class StageLine:
 
 
 @dataclass
-class LossPlot:
+class LossPlot(Frame):
     """What the template draws; `empty` when the run logged no loss."""
 
     lines: list[StageLine] = field(default_factory=list)
     low: float = 0.0
     high: float = 0.0
     steps: int = 0
-    width: int = WIDTH
-    height: int = HEIGHT
-    left: int = LEFT
-    top: int = TOP
-    bottom: int = HEIGHT - BOTTOM
-    right: int = WIDTH - RIGHT
 
     @property
     def empty(self) -> bool:

@@ -15,6 +15,13 @@ WIDTH, HEIGHT = 720, 200
 LEFT, RIGHT, TOP, BOTTOM = 40, 10, 10, 30
 
 
+class Frame:
+    """The SVG box every console plot is drawn in: its size and the plotting area's edges (the templates read them)."""
+
+    width, height = WIDTH, HEIGHT
+    left, top, bottom, right = LEFT, TOP, HEIGHT - BOTTOM, WIDTH - RIGHT
+
+
 @dataclass(frozen=True)
 class Bar:
     x: float
@@ -32,7 +39,7 @@ class Marker:
 
 
 @dataclass
-class Plot:
+class Plot(Frame):
     """What the template draws; `empty` when the version has no traffic yet."""
 
     unit: str
@@ -43,12 +50,6 @@ class Plot:
     first: str = ""
     last: str = ""
     peak: int = 0
-    width: int = WIDTH
-    height: int = HEIGHT
-    left: int = LEFT
-    top: int = TOP
-    bottom: int = HEIGHT - BOTTOM
-    right: int = WIDTH - RIGHT
 
     @property
     def empty(self) -> bool:
