@@ -102,7 +102,7 @@ class Catalog:
 
     def runs(self, adapter: str = "", offset: int = 0, limit: int = 25) -> Page:
         """Training runs (of adapters whose name contains `adapter`), newest first."""
-        if not exists(self.trainer_db):
+        if not exists(self.trainer_db, "runs"):
             return Page([], 0, offset, limit)
         where, args = f"WHERE adapter {self._like} ? ESCAPE '\\'", [_like(adapter)]
         with self._runs.read_only() as conn:

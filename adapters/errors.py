@@ -27,5 +27,19 @@ class Conflict(RegistryError):
     """The move cannot be made in the registry's current state (HTTP 409)."""
 
 
+class AliasMoved(Conflict):
+    """An alias move that named where the alias should be found, and found it elsewhere (HTTP 409)."""
+
+    def __init__(self, adapter: str, alias: str, expected: int | None, current: int | None):
+        self.adapter, self.alias, self.expected, self.current = adapter, alias, expected, current
+        super().__init__(f"{adapter}: {alias} is at {version_text(current)}, not at {version_text(expected)} as"
+                         " expected (it moved meanwhile); nothing was changed")
+
+
+def version_text(version: int | None) -> str:
+    """`v7`, or `nothing` for an alias that is not set."""
+    return f"v{version}" if version is not None else "nothing"
+
+
 class RegistryBusy(RegistryError):
     """Another process holds the registry database's lock past the busy timeout; nothing was changed (HTTP 503)."""

@@ -24,10 +24,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 
 from adapters.base_model import BaseModelInfo
-from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, RegistryBusy
+from adapters.errors import AdapterNotFound, AliasMoved, Conflict, InvalidAdapter, RegistryBusy
 from adapters.integrity import manifest_of
 from adapters.names import CANDIDATE, PRODUCTION, AdapterRef, check_alias, check_name
 from adapters.schema import create_tables
@@ -40,6 +41,14 @@ logger = logging.getLogger(__name__)
 STATUSES = ("ready", "rejected", "broken")  # broken: its files no longer match what was registered
 REGISTERED_STATUSES = ("ready", "rejected")  # what a new version can start as
 BUSY_TIMEOUT_S = 5.0  # alias moves take milliseconds: a lock held this long is stuck, so answer rather than hang
+
+
+class _Anywhere(Enum):
+    ANYWHERE = "anywhere"
+
+
+ANYWHERE = _Anywhere.ANYWHERE  # an alias move's default `expected`: move it from wherever it is now
+Expected = int | None | _Anywhere  # the version the mover saw the alias at (None: unset), or ANYWHERE
 
 
 def _locked(method: Callable) -> Callable:
@@ -233,18 +242,29 @@ class Registry:
     @_locked
     def set_metrics(self, adapter: str, version: int, metrics: dict) -> None:
         """Merge evaluation numbers into a version's metrics (the weights stay immutable)."""
-        current = self.get_version(adapter, version)
-        with self._write() as conn:
+        with self._write() as conn:  # read and merged inside the write: another replica's merge is never lost
+            row = conn.execute("SELECT metrics FROM versions WHERE adapter = ? AND version = ?",
+                               [adapter, version]).fetchone()
+            if row is None:
+                self._not_found(adapter, version)
             conn.execute(
                 "UPDATE versions SET metrics = ? WHERE adapter = ? AND version = ?",
-                [json.dumps({**current.metrics, **metrics}), adapter, version],
+                [json.dumps({**json.loads(row[0]), **metrics}), adapter, version],
             )
 
+    def _not_found(self, adapter: str, version: int) -> None:
+        """Raise AdapterNotFound for a version that is not there, saying whether the adapter is."""
+        self.get_version(adapter, version)
+        raise AdapterNotFound(f"adapter {adapter!r} has no version {version}")  # it was there a moment ago
+
     def _move(
-        self, conn: Connection, adapter: str, alias: str, version: int | None, actor: str, reason: str
+        self, conn: Connection, adapter: str, alias: str, version: int | None, actor: str, reason: str,
+        expected: Expected = ANYWHERE,
     ) -> int | None:
         row = conn.execute("SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]).fetchone()
         before = row[0] if row else None
+        if expected is not ANYWHERE and before != expected:
+            raise AliasMoved(adapter, alias, expected, before)
         if version is None:
             conn.execute("DELETE FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias])
         else:
@@ -261,18 +281,33 @@ class Registry:
         )
         return before
 
+    def _check_servable(self, conn: Connection, adapter: str, version: int) -> None:
+        """Conflict unless `version` is ready, read on the write connection: a replica marking it broken a
+        moment ago is seen here."""
+        row = conn.execute("SELECT status, status_reason FROM versions WHERE adapter = ? AND version = ?",
+                           [adapter, version]).fetchone()
+        if row is None:
+            self._not_found(adapter, version)
+        status, status_reason = row
+        if status != "ready":
+            why = f" ({status_reason})" if status_reason else ""
+            raise Conflict(f"{adapter}@{version} is {status}{why}; only ready versions can be aliased")
+
     @_locked
     def set_alias(
-        self, adapter: str, alias: str, version: int, *, actor: str = "cli", reason: str = ""
+        self, adapter: str, alias: str, version: int, *, actor: str = "cli", reason: str = "",
+        expected: Expected = ANYWHERE,
     ) -> AliasEvent:
-        """Point `alias` at `version` atomically and record the move. Rejected versions cannot serve."""
+        """Point `alias` at `version` atomically and record the move. Rejected and broken versions cannot serve.
+
+        With `expected` (the version the caller saw the alias at, None for unset), the move is refused with
+        AliasMoved when the alias is elsewhere by then: both checks run inside the write transaction.
+        """
+        check_name(adapter)
         check_alias(alias)
-        target = self.get_version(adapter, version)
-        if target.status != "ready":
-            why = f" ({target.status_reason})" if target.status_reason else ""
-            raise Conflict(f"{adapter}@{version} is {target.status}{why}; only ready versions can be aliased")
         with self._write() as conn:
-            before = self._move(conn, adapter, alias, version, actor, reason or f"set {alias}")
+            self._check_servable(conn, adapter, version)
+            before = self._move(conn, adapter, alias, version, actor, reason or f"set {alias}", expected)
         logger.info("%s: %s moved %s -> %s by %s (%s)", adapter, alias, before, version, actor, reason)
         return self.history(adapter, alias)[-1]
 
@@ -295,25 +330,29 @@ class Registry:
         return events[-1].from_version
 
     @_locked
-    def promote(self, adapter: str, version: int | None = None, *, actor: str = "cli", reason: str = "") -> AliasEvent:
+    def promote(self, adapter: str, version: int | None = None, *, actor: str = "cli", reason: str = "",
+                expected: Expected = ANYWHERE) -> AliasEvent:
         """Make `version` (default: the current candidate) the production version."""
         version = self.promote_target(adapter) if version is None else version
-        return self.set_alias(adapter, PRODUCTION, version, actor=actor, reason=reason or "promote")
+        return self.set_alias(adapter, PRODUCTION, version, actor=actor, reason=reason or "promote", expected=expected)
 
     @_locked
     def rollback(
-        self, adapter: str, to: int | None = None, *, alias: str = PRODUCTION, actor: str = "cli", reason: str = ""
+        self, adapter: str, to: int | None = None, *, alias: str = PRODUCTION, actor: str = "cli", reason: str = "",
+        expected: Expected = ANYWHERE,
     ) -> AliasEvent:
         """Return `alias` to the version it held before its last move, or to version `to`."""
         to = self.rollback_target(adapter, alias) if to is None else to
-        return self.set_alias(adapter, alias, to, actor=actor, reason=reason or f"rollback to v{to}")
+        return self.set_alias(adapter, alias, to, actor=actor, reason=reason or f"rollback to v{to}", expected=expected)
 
     @_locked
     def remove_alias(self, adapter: str, alias: str, *, actor: str = "cli", reason: str = "") -> None:
         """Delete a custom alias (recorded like any move)."""
-        if self.alias_version(adapter, check_alias(alias)) is None:
-            raise AdapterNotFound(f"adapter {adapter!r} has no alias {alias!r}")
-        with self._write() as conn:
+        check_alias(alias)
+        with self._write() as conn:  # checked inside the write: a replica removing it too records one removal
+            present = conn.execute("SELECT 1 FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]).fetchone()
+            if present is None:
+                raise AdapterNotFound(f"adapter {adapter!r} has no alias {alias!r}")
             self._move(conn, adapter, alias, None, actor, reason or f"remove {alias}")
 
     # ---- status: broken files -----------------------------------------------------------------

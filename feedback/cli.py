@@ -28,9 +28,9 @@ DbOption = Annotated[
 def _open(db: Path | None) -> FeedbackStore:
     """Open an existing store; a missing file is a usage error, not a new empty database."""
     db = db or Settings().feedback_db  # the CLI is an entry point: settings are built here (or FLYWHEEL_DATABASE_URL)
-    if not database.exists(db):
-        raise typer.BadParameter(f"no feedback database at {db}", param_hint="--db")
     try:
+        if not database.exists(db, "feedback"):
+            raise typer.BadParameter(f"no feedback database at {database.describe(db)}", param_hint="--db")
         return FeedbackStore(db)
     except database.database_errors() as exc:
         raise typer.BadParameter(f"{db} is not a usable feedback database: {exc}", param_hint="--db") from exc

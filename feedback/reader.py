@@ -22,7 +22,7 @@ class FeedbackReader(StoreQueries):
     """The store's queries (`rated_answers`, `pairs`, counts) over read-only connections (one per thread)."""
 
     def __init__(self, db_path: Location):
-        if not exists(db_path):
+        if not exists(db_path, "feedback"):
             raise FileNotFoundError(f"no feedback store at {db_path}; the gateway creates it on first start")
         self.db = Database(db_path, read_only=True, busy_timeout=BUSY_TIMEOUT_S)
         self.db_path = db_path if self.db.is_postgresql else Path(db_path)

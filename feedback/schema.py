@@ -64,9 +64,7 @@ CREATE INDEX IF NOT EXISTS pairs_adapter ON pairs (adapter, created_at);
 CREATE INDEX IF NOT EXISTS pairs_completions ON pairs (chosen_completion_id, rejected_completion_id);
 """
 _SQLITE_STATEMENTS = tuple(s.strip() for s in SCHEMA.split(";") if s.strip())
-MIGRATIONS = (  # PostgreSQL: 8-byte floats (REAL is 4 bytes there), the rest reads the same
-    Migration(1, _SQLITE_STATEMENTS, tuple(s.replace(" REAL ", " DOUBLE PRECISION ") for s in _SQLITE_STATEMENTS)),
-)
+MIGRATIONS = (Migration(1, _SQLITE_STATEMENTS),)  # PostgreSQL's spelling: Dialect.ddl (8-byte floats)
 
 COMPLETION_COLUMNS = (
     "id, adapter, adapter_version, model, messages, params, choices, prompt_tokens, "

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from trainer import config as recipe  # declarations only, as in flywheel/settings.py
+from flywheel.promotion import PromotionPolicy
 
 if TYPE_CHECKING:
     from flywheel.settings import Settings
@@ -53,9 +53,9 @@ def tally(rating_counts: list[dict], adapter: str, version: int) -> Tally:
     return Tally(0, 0)
 
 
-def policy_of(settings: Settings) -> recipe.PromotionPolicy:
+def policy_of(settings: Settings) -> PromotionPolicy:
     """The promotion policy the trainer's watcher reviews canaries with, from the same settings."""
-    return settings.recipe(recipe.PromotionPolicy)
+    return settings.recipe(PromotionPolicy)
 
 
 def _normal_cdf(z: float) -> float:
@@ -71,7 +71,7 @@ def _waiting(production_rated: int, candidate_rated: int, need: int) -> str:
 
 def decide_canary(
     production_up: int, production_rated: int, candidate_up: int, candidate_rated: int,
-    policy: recipe.PromotionPolicy,
+    policy: PromotionPolicy,
 ) -> CanaryDecision:
     """Compare the up-rates of production and the canary once both have `canary_min_feedback` ratings."""
     need = policy.canary_min_feedback

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from adapters.names import PRODUCTION, check_alias, check_name
-from adapters.registry import Registry
+from adapters.registry import ANYWHERE, Expected, Registry
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE
 from adapters.version import AdapterVersion, AliasEvent
 from server.resolver import AdapterResolver
@@ -24,25 +24,30 @@ class AdminService:
         self.registry = registry
         self.resolver = resolver
 
-    async def _move(self, adapter: str, alias: str, version: int, actor: str, reason: str) -> AliasEvent:
+    async def _move(self, adapter: str, alias: str, version: int, actor: str, reason: str,
+                    expected: Expected = ANYWHERE) -> AliasEvent:
         target = await asyncio.to_thread(self.registry.get_version, adapter, version)
         await self.resolver.ensure_loaded(target)  # AdapterLoadFailed or AdapterBroken: the alias stays put
-        event = await asyncio.to_thread(self.registry.set_alias, adapter, alias, version, actor=actor, reason=reason)
+        event = await asyncio.to_thread(self.registry.set_alias, adapter, alias, version, actor=actor, reason=reason,
+                                        expected=expected)  # AliasMoved when it is no longer where the caller saw it
         await self.resolver.refresh()
         return event
 
-    async def promote(self, adapter: str, version: int | None, actor: str, reason: str) -> AliasEvent:
+    async def promote(self, adapter: str, version: int | None, actor: str, reason: str,
+                      expected: Expected = ANYWHERE) -> AliasEvent:
         if version is None:
             version = await asyncio.to_thread(self.registry.promote_target, adapter)
-        return await self._move(adapter, PRODUCTION, version, actor, reason or "promote")
+        return await self._move(adapter, PRODUCTION, version, actor, reason or "promote", expected)
 
-    async def rollback(self, adapter: str, to: int | None, alias: str, actor: str, reason: str) -> AliasEvent:
+    async def rollback(self, adapter: str, to: int | None, alias: str, actor: str, reason: str,
+                       expected: Expected = ANYWHERE) -> AliasEvent:
         if to is None:
             to = await asyncio.to_thread(self.registry.rollback_target, adapter, alias)
-        return await self._move(adapter, check_alias(alias), to, actor, reason or f"rollback to v{to}")
+        return await self._move(adapter, check_alias(alias), to, actor, reason or f"rollback to v{to}", expected)
 
-    async def set_alias(self, adapter: str, alias: str, version: int, actor: str, reason: str) -> AliasEvent:
-        return await self._move(adapter, check_alias(alias), version, actor, reason or f"set {alias}")
+    async def set_alias(self, adapter: str, alias: str, version: int, actor: str, reason: str,
+                        expected: Expected = ANYWHERE) -> AliasEvent:
+        return await self._move(adapter, check_alias(alias), version, actor, reason or f"set {alias}", expected)
 
     async def register_upload(
         self, adapter: str, config: bytes, weights: bytes, alias: str | None, actor: str

@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from flywheel.promotion import PromotionPolicy  # noqa: F401 - declared in the foundation, re-exported with the recipe
+
 if TYPE_CHECKING:
     from adapters.registry import Registry
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-PromotionMode = Literal["manual", "auto", "canary"]
 DpoReference = Literal["base", "start"]
 
 
@@ -243,35 +244,6 @@ class TriggerPolicy:
             raise ValueError("min_interval_seconds and max_backoff_seconds must be >= 0")
         if self.poll_seconds <= 0 or (self.schedule_seconds is not None and self.schedule_seconds <= 0):
             raise ValueError("poll_seconds and schedule_seconds must be > 0")
-
-
-@dataclass
-class PromotionPolicy:
-    """What happens to a candidate that passed the gate."""
-
-    mode: PromotionMode = field(
-        default="manual",
-        metadata={"help": "manual: an operator promotes; auto: promote on a passed gate; canary: traffic split."},
-    )
-    canary_share: float = field(
-        default=0.1, metadata={"help": "canary: share of the adapter's traffic sent to the candidate."}
-    )
-    canary_min_feedback: int = field(
-        default=50, metadata={"help": "canary: ratings needed on each version before deciding."}
-    )
-    canary_alpha: float = field(
-        default=0.05,
-        metadata={"help": "canary: significance of the one-sided test 'candidate up-rate is worse'."},
-    )
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("manual", "auto", "canary"):
-            raise ValueError(f"promotion mode {self.mode!r} must be manual, auto or canary")
-        if not 0 < self.canary_share < 1:
-            raise ValueError(f"canary_share={self.canary_share} must be in (0, 1)")
-        if self.canary_min_feedback < 1 or not 0 < self.canary_alpha < 1:
-            raise ValueError(f"canary_min_feedback={self.canary_min_feedback} must be >= 1 and "
-                             f"canary_alpha={self.canary_alpha} in (0, 1)")
 
 
 @dataclass

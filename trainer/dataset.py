@@ -67,7 +67,7 @@ def from_feedback(feedback_db: Path, adapter: str, since: float | None = None) -
     from feedback.export import build_training_set  # feedback is optional for the training core
     from feedback.reader import FeedbackReader
 
-    if not database.exists(feedback_db):
+    if not database.exists(feedback_db, "feedback"):
         return TrainingData()  # nothing rated yet: the run is refused for lack of data, like an empty store
     with FeedbackReader(feedback_db) as store:
         built = {kind: build_training_set(store, adapter, kind, since=since) for kind in ("sft", "dpo", "kto")}
@@ -89,7 +89,7 @@ def adapters_with_feedback(feedback_db: Path) -> list[str]:
     """Adapter names that have ratings or pairs (the base model's feedback, adapter None, is skipped)."""
     from feedback.reader import FeedbackReader
 
-    if not database.exists(feedback_db):
+    if not database.exists(feedback_db, "feedback"):
         return []
     with FeedbackReader(feedback_db) as store:
         rows = [*store.rating_counts(), *store.pair_counts()]

@@ -139,7 +139,7 @@ def feedback_counter(feedback_db: Path) -> CountNew:
         from feedback.export import count_usable_since
         from feedback.reader import FeedbackReader
 
-        if not database.exists(feedback_db):
+        if not database.exists(feedback_db, "feedback"):
             return 0
         with FeedbackReader(feedback_db) as store:
             return count_usable_since(store, adapter, since)
@@ -232,7 +232,7 @@ class Watcher:
 
         registry = self.settings.registry()
         canaries = [name for (name, alias) in registry.aliases() if alias == CANARY]
-        if not canaries or not database.exists(self.settings.feedback_db):
+        if not canaries or not database.exists(self.settings.feedback_db, "feedback"):
             return
         with FeedbackReader(self.settings.feedback_db) as store:
             for adapter in canaries:

@@ -1,13 +1,17 @@
 """The console's actions, through the same code as the admin API: `AdminService` and the training route.
 
-Each action first checks that the alias still points where the page showed it: a move made by someone
-else since the page loaded is refused with a message instead of being overwritten blindly.
+Each move names where the page showed the alias (`expected`), and the registry checks it inside the move's
+write transaction: a move made by someone else since the page loaded, through any replica, is refused with
+a message instead of being overwritten blindly.
 """
 
 from __future__ import annotations
 
-from adapters.errors import Conflict
-from adapters.names import PRODUCTION, check_alias, check_name
+from collections.abc import Awaitable
+
+from adapters.errors import AliasMoved, Conflict, version_text
+from adapters.names import check_alias, check_name
+from adapters.version import AliasEvent
 from server.admin import AdminService
 from server.errors import BadRequest, EngineUnavailable
 from server.routes.training import RunRequest, request_run
@@ -16,8 +20,13 @@ from server.state import GatewayState
 ACTOR = "console"
 
 
-def _version_text(v: int | None) -> str:
-    return f"v{v}" if v is not None else "nothing"
+async def _unless_moved(move: Awaitable[AliasEvent]) -> AliasEvent:
+    """The move's event; the registry's AliasMoved in the page's words (still a Conflict, 409)."""
+    try:
+        return await move
+    except AliasMoved as e:
+        raise Conflict(f"{e.adapter}: {e.alias} moved to {version_text(e.current)} since the page showed "
+                       f"{version_text(e.expected)}; nothing was changed. Reload and decide again.") from e
 
 
 class ConsoleActions:
@@ -31,29 +40,23 @@ class ConsoleActions:
             raise EngineUnavailable(self.state.startup_error or "the engine is still warming up; try again shortly")
         return AdminService(self.state.registry, self.state.resolver)
 
-    def _check_unmoved(self, adapter: str, alias: str, expected: int | None) -> None:
-        now = self.state.registry.alias_version(check_name(adapter), check_alias(alias))
-        if now != expected:
-            raise Conflict(f"{adapter}: {alias} moved to {_version_text(now)} since the page showed "
-                           f"{_version_text(expected)}; nothing was changed. Reload and decide again.")
-
     async def promote(self, adapter: str, version: int | None, reason: str, expected: int | None) -> str:
-        self._check_unmoved(adapter, PRODUCTION, expected)
-        event = await self._admin().promote(adapter, version, ACTOR, reason)
-        return f"{adapter}: production moved {_version_text(event.from_version)} -> v{event.to_version}"
+        event = await _unless_moved(self._admin().promote(check_name(adapter), version, ACTOR, reason, expected))
+        return f"{adapter}: production moved {version_text(event.from_version)} -> v{event.to_version}"
 
     async def rollback(self, adapter: str, alias: str, to: int | None, reason: str, expected: int | None) -> str:
-        self._check_unmoved(adapter, alias, expected)
-        event = await self._admin().rollback(adapter, to, alias, ACTOR, reason)
-        return f"{adapter}: {alias} rolled back {_version_text(event.from_version)} -> v{event.to_version}"
+        admin, alias = self._admin(), check_alias(alias)
+        event = await _unless_moved(admin.rollback(check_name(adapter), to, alias, ACTOR, reason, expected))
+        return f"{adapter}: {alias} rolled back {version_text(event.from_version)} -> v{event.to_version}"
 
     async def set_alias(self, adapter: str, alias: str, version: int | None, reason: str,
                         expected: int | None) -> str:
         if version is None:
             raise BadRequest("name the version the alias should point to", "version")
-        self._check_unmoved(adapter, alias, expected)
-        event = await self._admin().set_alias(adapter, alias, version, ACTOR, reason)
-        return f"{adapter}: {alias} moved {_version_text(event.from_version)} -> v{event.to_version}"
+        admin = self._admin()
+        event = await _unless_moved(admin.set_alias(check_name(adapter), check_alias(alias), version, ACTOR, reason,
+                                                    expected))
+        return f"{adapter}: {alias} moved {version_text(event.from_version)} -> v{event.to_version}"
 
     async def queue_run(self, adapter: str) -> str:
         run = await request_run(RunRequest(adapter=adapter), self.state)

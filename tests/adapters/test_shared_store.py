@@ -123,7 +123,7 @@ def test_a_registry_database_of_schema_version_1_upgrades_in_place(url: str, tmp
     from adapters.schema import MIGRATIONS
 
     with psycopg.connect(url, autocommit=True) as conn:  # what the first release created: no files, no status_reason
-        for statement in MIGRATIONS[0].postgresql:
+        for statement in MIGRATIONS[0].steps("postgresql"):
             conn.execute(statement)
         conn.execute("CREATE TABLE flywheel_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL,"
                      " updated_at DOUBLE PRECISION NOT NULL)")
