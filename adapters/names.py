@@ -7,13 +7,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from adapters.errors import InvalidName
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-PRODUCTION = "production"
-CANDIDATE = "candidate"
-CANARY = "canary"  # while set, the gateway sends a share of the production traffic here
+
+
+class Word(StrEnum):
+    """One word of a vocabulary: a `str` everywhere (SQL parameters, JSON, dict keys, `==` with a row's value),
+    and in `repr` too, since messages quote values with `!r`."""
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class Alias(Word):
+    """The aliases Flywheel itself gives a meaning to (operators may add custom ones)."""
+
+    PRODUCTION = "production"  # what a bare adapter name serves
+    CANDIDATE = "candidate"  # the trainer's newest version that passed the gate
+    CANARY = "canary"  # while set, the gateway sends a share of the production traffic here
+
+
+PRODUCTION, CANDIDATE, CANARY = Alias.PRODUCTION, Alias.CANDIDATE, Alias.CANARY
 
 
 def check_name(name: str, what: str = "adapter name") -> str:

@@ -33,13 +33,13 @@ from adapters.integrity import manifest_of
 from adapters.names import CANDIDATE, PRODUCTION, AdapterRef, check_alias, check_name
 from adapters.schema import create_tables
 from adapters.validation import validate_adapter
-from adapters.version import AdapterVersion, AliasEvent, StatusEvent
+from adapters.version import AdapterVersion, AliasEvent, StatusEvent, VersionStatus
 from flywheel.database import Connection, Database, Location, database_errors, describe, is_busy
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("ready", "rejected", "broken")  # broken: its files no longer match what was registered
-REGISTERED_STATUSES = ("ready", "rejected")  # what a new version can start as
+STATUSES = tuple(VersionStatus)
+REGISTERED_STATUSES = (VersionStatus.READY, VersionStatus.REJECTED)  # what a new version can start as
 BUSY_TIMEOUT_S = 5.0  # alias moves take milliseconds: a lock held this long is stuck, so answer rather than hang
 
 
@@ -193,7 +193,7 @@ class Registry:
         source: str = "uploaded",
         parent_version: int | None = None,
         metrics: dict | None = None,
-        status: str = "ready",
+        status: str = VersionStatus.READY,
         actor: str = "cli",
         alias: str | None = None,
     ) -> AdapterVersion:
@@ -289,7 +289,7 @@ class Registry:
         if row is None:
             self._not_found(adapter, version)
         status, status_reason = row
-        if status != "ready":
+        if status != VersionStatus.READY:
             why = f" ({status_reason})" if status_reason else ""
             raise Conflict(f"{adapter}@{version} is {status}{why}; only ready versions can be aliased")
 
@@ -366,14 +366,14 @@ class Registry:
 
         The change token moves, so every gateway stops serving it. Rejected versions keep their status.
         """
-        return self._set_status(adapter, version, "broken", reason, actor)
+        return self._set_status(adapter, version, VersionStatus.BROKEN, reason, actor)
 
     def mark_ready(self, adapter: str, version: int, *, actor: str = "cli", reason: str = "files verified") -> bool:
         """Return a broken version to ready once its files check out again; False when it was not broken."""
-        return self._set_status(adapter, version, "ready", reason, actor)
+        return self._set_status(adapter, version, VersionStatus.READY, reason, actor)
 
     def _set_status(self, adapter: str, version: int, status: str, reason: str, actor: str) -> bool:
-        before = "broken" if status == "ready" else "ready"
+        before = VersionStatus.BROKEN if status == VersionStatus.READY else VersionStatus.READY
         if self.get_version(adapter, version).status != before:  # a cheap read first: repeats write nothing
             return False
         with self._write() as conn:
@@ -382,11 +382,11 @@ class Registry:
             if row[0] != before:
                 return False
             conn.execute("UPDATE versions SET status = ?, status_reason = ? WHERE adapter = ? AND version = ?",
-                         [status, reason if status == "broken" else "", adapter, version])
+                         [status, reason if status == VersionStatus.BROKEN else "", adapter, version])
             conn.execute(
                 "INSERT INTO status_events (adapter, version, from_status, to_status, actor, reason, at)"
                 " VALUES (?,?,?,?,?,?,?)", [adapter, version, before, status, actor, reason, time.time()],
             )
-        log = logger.warning if status == "broken" else logger.info
+        log = logger.warning if status == VersionStatus.BROKEN else logger.info
         log("%s@%d is now %s (by %s): %s", adapter, version, status, actor, reason)
         return True

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.names import Word
 from flywheel.database import Connection, Database, Location, database_errors, is_url
 from flywheel.migrations import Migration, migrate
 
@@ -30,7 +31,7 @@ _TABLES = (
     """CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     adapter TEXT NOT NULL,
-    status TEXT NOT NULL,              -- queued, running, succeeded, failed, rejected
+    status TEXT NOT NULL,              -- RunStatus
     stage TEXT,                        -- export, sft, dpo, kto, gate, register
     step INTEGER NOT NULL DEFAULT 0,
     total_steps INTEGER NOT NULL DEFAULT 0,
@@ -55,7 +56,19 @@ _TABLES = (
 )
 MIGRATIONS = (Migration(1, _TABLES),)  # PostgreSQL's spelling: Dialect.ddl (identity ids, 8-byte floats)
 
-FINISHED = ("succeeded", "failed", "rejected")
+
+
+class RunStatus(Word):
+    """Where a training run is."""
+
+    QUEUED = "queued"  # asked for (admin API, console); the watcher starts it
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # registered a version that passed the gate
+    FAILED = "failed"
+    REJECTED = "rejected"  # registered a version the gate rejected
+
+
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED)
 REFUSED_KEY = "problems"  # trainer.job stores DataRejected.problems under this metrics key
 
 
@@ -94,7 +107,7 @@ class Run:
     @property
     def data_refused(self) -> bool:
         """A failed run whose exported data was refused (empty or poisoned): only new feedback can change that."""
-        return self.status == "failed" and REFUSED_KEY in self.metrics
+        return self.status == RunStatus.FAILED and REFUSED_KEY in self.metrics
 
 
 def pid_alive(pid: int) -> bool:
@@ -135,7 +148,7 @@ class RunStore:
         return self.db.read(sql, args)
 
     # ---- runs ---------------------------------------------------------------------------------
-    def create(self, adapter: str, status: str = "queued") -> int:
+    def create(self, adapter: str, status: str = RunStatus.QUEUED) -> int:
         """Add a run row and return its id."""
         with self._write() as conn:
             return self._insert(conn, adapter, status)
@@ -150,10 +163,11 @@ class RunStore:
     def queue(self, adapter: str) -> int:
         """Ask the watcher for a run: the adapter's waiting request if there is one, else a new one (its id)."""
         with self._write() as conn:
-            row = conn.execute("SELECT MIN(id) FROM runs WHERE adapter = ? AND status = 'queued'", [adapter]).fetchone()
+            row = conn.execute("SELECT MIN(id) FROM runs WHERE adapter = ? AND status = ?",
+                               [adapter, RunStatus.QUEUED]).fetchone()
             if row and row[0] is not None:
                 return int(row[0])  # one waiting request per adapter: a repeated POST does not pile up runs
-            return self._insert(conn, adapter, "queued")
+            return self._insert(conn, adapter, RunStatus.QUEUED)
 
     def update(self, run_id: int, **values: object) -> None:
         """Set columns of one run (metrics given as a dict are stored as JSON)."""
@@ -187,7 +201,7 @@ class RunStore:
 
     def queued_adapters(self) -> list[str]:
         """Adapters with a run waiting to be picked up by the watcher."""
-        return [r[0] for r in self._rows("SELECT DISTINCT adapter FROM runs WHERE status = 'queued'")]
+        return [r[0] for r in self._rows("SELECT DISTINCT adapter FROM runs WHERE status = ?", [RunStatus.QUEUED])]
 
     def last_started(self, adapter: str) -> float | None:
         """When the adapter's latest run started (any outcome), or None."""
@@ -206,18 +220,18 @@ class RunStore:
         """Each adapter's failed runs since its last run whose status is one of `ended`."""
         marks = ", ".join("?" * len(ended))
         return dict(self._rows(
-            "SELECT adapter, SUM(CASE WHEN status = 'failed' AND id > COALESCE("
+            "SELECT adapter, SUM(CASE WHEN status = ? AND id > COALESCE("
             f"  (SELECT MAX(id) FROM runs e WHERE e.adapter = r.adapter AND e.status IN ({marks})), 0)"
-            " THEN 1 ELSE 0 END) FROM runs r GROUP BY adapter", list(ended),
+            " THEN 1 ELSE 0 END) FROM runs r GROUP BY adapter", [RunStatus.FAILED, *ended],
         ))
 
     def recover_orphans(self) -> int:
         """Mark running runs of dead processes on this host as failed; returns how many."""
         # A queued row carries the pid of the gateway that asked for it: that process dying is no failure.
-        rows = self._rows("SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", [self.host])
+        rows = self._rows("SELECT id, pid FROM runs WHERE status = ? AND host = ?", [RunStatus.RUNNING, self.host])
         dead = [run_id for run_id, pid in rows if pid is not None and not pid_alive(pid)]
         for run_id in dead:
-            self.finish(run_id, "failed", error="trainer process died mid-run")
+            self.finish(run_id, RunStatus.FAILED, error="trainer process died mid-run")
         return len(dead)
 
     # ---- lock ---------------------------------------------------------------------------------
@@ -242,23 +256,23 @@ class RunStore:
             if row is not None:
                 logger.warning("recovering the lock of %s from dead or stale pid %s (run %s)", adapter, row[1], row[0])
                 conn.execute(
-                    "UPDATE runs SET status = 'failed', error = ?, finished_at = ?"
-                    " WHERE id = ? AND status IN ('queued', 'running')",
-                    [f"trainer process {row[1]} died mid-run; lock recovered", now, row[0]],
+                    "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status IN (?, ?)",
+                    [RunStatus.FAILED, f"trainer process {row[1]} died mid-run; lock recovered", now, row[0],
+                     RunStatus.QUEUED, RunStatus.RUNNING],
                 )
             queued = conn.execute(  # a run asked for over the admin API becomes this run
-                "SELECT id FROM runs WHERE adapter = ? AND status = 'queued' ORDER BY id LIMIT 1", [adapter]
+                "SELECT id FROM runs WHERE adapter = ? AND status = ? ORDER BY id LIMIT 1", [adapter, RunStatus.QUEUED]
             ).fetchone()
             if queued:
                 run_id = int(queued[0])
                 conn.execute(
-                    "UPDATE runs SET status = 'running', started_at = ?, pid = ?, host = ? WHERE id = ?",
-                    [now, os.getpid(), self.host, run_id],
+                    "UPDATE runs SET status = ?, started_at = ?, pid = ?, host = ? WHERE id = ?",
+                    [RunStatus.RUNNING, now, os.getpid(), self.host, run_id],
                 )
             else:
                 (run_id,) = conn.execute(
                     "INSERT INTO runs (adapter, status, created_at, started_at, pid, host) VALUES (?,?,?,?,?,?)"
-                    " RETURNING id", [adapter, "running", now, now, os.getpid(), self.host],
+                    " RETURNING id", [adapter, RunStatus.RUNNING, now, now, os.getpid(), self.host],
                 ).fetchone()
             conn.execute(
                 "INSERT INTO locks (adapter, run_id, pid, host, heartbeat_at) VALUES (?,?,?,?,?)"

@@ -22,7 +22,7 @@ _SQLITE_TABLES = (
     source TEXT NOT NULL,
     parent_version INTEGER,
     metrics TEXT NOT NULL DEFAULT '{}',
-    status TEXT NOT NULL DEFAULT 'ready',
+    status TEXT NOT NULL DEFAULT 'ready',  -- VersionStatus.READY (a released migration's text never changes)
     created_by TEXT NOT NULL DEFAULT '',
     UNIQUE (adapter, version)
 )""",

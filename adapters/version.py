@@ -6,6 +6,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.names import Word
+
+
+class VersionStatus(Word):
+    """Whether a registered version may serve."""
+
+    READY = "ready"
+    REJECTED = "rejected"  # by the evaluation gate: registered for the record, never aliased
+    BROKEN = "broken"  # its files no longer match the manifest recorded at registration
+
 
 @dataclass(frozen=True)
 class AdapterVersion:
@@ -24,7 +34,7 @@ class AdapterVersion:
     source: str
     parent_version: int | None
     metrics: dict = field(default_factory=dict)
-    status: str = "ready"
+    status: str = VersionStatus.READY
     created_by: str = ""
     files: dict = field(default_factory=dict)  # file name -> {"sha256", "size"} as registered
     status_reason: str = ""  # why a version is broken (empty while it is ready)

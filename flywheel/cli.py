@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from adapters.names import CANDIDATE, PRODUCTION  # a few constants: `flywheel --help` stays fast
 from flywheel.settings import Settings
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -128,12 +129,12 @@ def _die_with_parent() -> None:
 def adapters_list() -> None:
     """Every adapter with its aliases and latest version."""
     registry = _registry(_settings())
-    table = Table("adapter", "production", "candidate", "other aliases", "versions", "latest")
+    table = Table("adapter", PRODUCTION, CANDIDATE, "other aliases", "versions", "latest")
     for name in registry.adapters():
         aliases = {alias: v for (_, alias), v in registry.aliases(name).items()}
         versions = registry.versions(name)
-        others = ", ".join(f"{a}=v{v}" for a, v in aliases.items() if a not in ("production", "candidate"))
-        table.add_row(name, _v(aliases.get("production")), _v(aliases.get("candidate")), others or "-",
+        others = ", ".join(f"{a}=v{v}" for a, v in aliases.items() if a not in (PRODUCTION, CANDIDATE))
+        table.add_row(name, _v(aliases.get(PRODUCTION)), _v(aliases.get(CANDIDATE)), others or "-",
                       str(len(versions)), f"v{versions[-1].version} ({versions[-1].status})")
     console.print(table)
 
@@ -190,7 +191,7 @@ def adapters_promote(
 def adapters_rollback(
     name: str = typer.Argument(..., help="Adapter name."),
     to: int = typer.Option(None, "--to", help="Version to return to (default: the one held before)."),
-    alias: str = typer.Option("production", help="Alias to roll back."),
+    alias: str = typer.Option(PRODUCTION.value, help="Alias to roll back."),
     reason: str = typer.Option("", help="Why; recorded in the history."),
 ) -> None:
     """Return production (or another alias) to its previous version, or to --to N."""

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.names import NAME_RE
+from adapters.names import NAME_RE, PRODUCTION
 from adapters.version import AdapterVersion, AliasEvent
 
 NAME_PATTERN = NAME_RE.pattern
@@ -39,7 +39,7 @@ class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: int | None = Field(None, ge=1, le=MAX_ID, description="Version to return to; default: the one held before.")
-    alias: str = Field("production", pattern=ALIAS_PATTERN, max_length=64)
+    alias: str = Field(PRODUCTION.value, pattern=ALIAS_PATTERN, max_length=64)
     reason: str = Field("", max_length=1000)
 
 

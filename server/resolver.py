@@ -30,7 +30,7 @@ from adapters.errors import AdapterNotFound, RegistryBusy
 from adapters.integrity import IntegrityCache
 from adapters.names import CANARY, PRODUCTION, AdapterRef
 from adapters.registry import Registry
-from adapters.version import AdapterVersion
+from adapters.version import AdapterVersion, VersionStatus
 from server.engine import AdapterHandle, Engine
 from server.errors import AdapterBroken, AdapterLoadFailed
 from server.metrics import Metrics
@@ -92,7 +92,7 @@ class AdapterResolver:
             version = self._pinned.get((ref.name, ref.version))
             if version is None:  # one registry read per pinned version (until the registry changes), not per request
                 version = self._pinned[(ref.name, ref.version)] = self.registry.get_version(ref.name, ref.version)
-            if version.status == "rejected":
+            if version.status == VersionStatus.REJECTED:
                 raise AdapterNotFound(f"{version.lora_name} was rejected by the evaluation gate and is not served")
         await self.ensure_loaded(version)
         return version
@@ -105,7 +105,7 @@ class AdapterResolver:
 
         Concurrent callers wait on one per-version lock. A loaded version costs a few `stat` calls.
         """
-        if version.status == "broken":
+        if version.status == VersionStatus.BROKEN:
             raise broken_error(version, version.status_reason or "its files do not match the registered ones")
         lock = self._locks.setdefault(version.id, asyncio.Lock())
         if version.id in self._loaded:
@@ -178,9 +178,10 @@ class AdapterResolver:
         try:
             await self.ensure_loaded(new)
         except AdapterBroken as e:
-            if old is None or old.status != "ready":  # nothing healthy to go back to: serve 503 adapter_broken
+            if old is None or old.status != VersionStatus.READY:  # nothing healthy to go back to: 503 adapter_broken
                 logger.warning("%s@%s points at broken v%d: %s", name, alias, new.version, e)
-                self._aliases[(name, alias)] = dataclasses.replace(new, status="broken", status_reason=e.reason)
+                broken = dataclasses.replace(new, status=VersionStatus.BROKEN, status_reason=e.reason)
+                self._aliases[(name, alias)] = broken
                 return True
             return await self._move_back(name, alias, old, new, e)
         except AdapterLoadFailed as e:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from adapters.runs import RunStatus
+
 if TYPE_CHECKING:
     from adapters.registry import Registry
     from adapters.runs import RunStore
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 # The feedback aggregate scans an adapter's ratings; Prometheus scrapes every few seconds, so it is redone at
 # most this often (alias moves are re-read at once: they invalidate it).
 UPRATE_REFRESH_SECONDS = 15.0
-ENDED_STREAK = ("succeeded", "rejected")  # a run that got through the pipeline ends a failure streak
+ENDED_STREAK = (RunStatus.SUCCEEDED, RunStatus.REJECTED)  # a run that got through the pipeline ends a failure streak
 
 
 class ScrapeSource(Protocol):

@@ -115,10 +115,13 @@ def _when(ts: float | None) -> str:
 
 
 def _runs_table(runs: list[Run]) -> Table:
+    from adapters.runs import RunStatus
+
     table = Table(title="training runs")
     for column in ("id", "adapter", "status", "stage", "step", "loss", "version", "started", "finished", "error"):
         table.add_column(column)
-    colours = {"succeeded": "green", "failed": "red", "rejected": "yellow", "running": "cyan"}
+    colours = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "red", RunStatus.REJECTED: "yellow",
+               RunStatus.RUNNING: "cyan"}
     for r in runs:
         table.add_row(
             str(r.id), r.adapter, f"[{colours.get(r.status, 'white')}]{r.status}[/]", r.stage or "-",
@@ -181,7 +184,7 @@ def train(
 
 def _dispatch(settings: Settings, adapter: str | None, poll_seconds: float | None, overrides: dict) -> None:
     from adapters.errors import RegistryError
-    from adapters.runs import LockBusy
+    from adapters.runs import LockBusy, RunStatus
 
     try:
         if adapter is None:
@@ -191,7 +194,7 @@ def _dispatch(settings: Settings, adapter: str | None, poll_seconds: float | Non
     except (TrainerError, LockBusy, RegistryError, ValueError) as e:
         _fail(str(e))
     console.print(_runs_table([run]))
-    if run.status == "failed":
+    if run.status == RunStatus.FAILED:
         raise typer.Exit(1)
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from adapters.runs import REFUSED_KEY, Run, RunStore
+from adapters.runs import REFUSED_KEY, Run, RunStatus, RunStore
 from trainer.config import TrainerSettings
 from trainer.dataset import TrainingData, from_feedback
 from trainer.errors import DataRejected
@@ -61,12 +61,12 @@ def run_job(
                 stage="done",
             )
         except DataRejected as e:
-            store.finish(run_id, "failed", error=str(e), metrics={REFUSED_KEY: e.problems})
+            store.finish(run_id, RunStatus.FAILED, error=str(e), metrics={REFUSED_KEY: e.problems})
         except Exception as e:  # MemoryError and Cancelled included
             logger.exception("run %d for %s failed", run_id, adapter)
-            store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
+            store.finish(run_id, RunStatus.FAILED, error=f"{type(e).__name__}: {e}")
         except BaseException as e:  # KeyboardInterrupt / SystemExit: record, then let it through
-            store.finish(run_id, "failed", error=f"interrupted ({type(e).__name__})")
+            store.finish(run_id, RunStatus.FAILED, error=f"interrupted ({type(e).__name__})")
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from adapters.names import CANARY
-from adapters.runs import FINISHED, LockBusy, Run, RunStore
+from adapters.runs import FINISHED, LockBusy, Run, RunStatus, RunStore
 from flywheel import database
 from trainer.config import TrainerSettings, TriggerPolicy
 from trainer.job import run_job
@@ -46,7 +46,7 @@ class History:
     def of(cls, runs: Sequence[Run]) -> History:
         """Summarise runs listed newest first, as `RunStore.list` returns them."""
         finished = [r for r in runs if r.status in FINISHED]
-        failed = list(itertools.takewhile(lambda r: r.status == "failed", finished))
+        failed = list(itertools.takewhile(lambda r: r.status == RunStatus.FAILED, finished))
         completed = finished[len(failed)] if len(failed) < len(finished) else None
         return cls(
             last_started=max((_start(r) for r in runs), default=None),

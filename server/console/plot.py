@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from adapters.names import CANARY, PRODUCTION
 from adapters.version import AliasEvent
 from feedback.timeline import BUCKET_SECONDS, Bucket
 
@@ -95,7 +96,7 @@ def plot(buckets: list[Bucket], events: list[AliasEvent], version: int, unit: st
             result.dots.append((cx, cy, title))
     result.line = " ".join(points)
     for e in events:
-        if t0 <= e.at <= t1 and e.alias in ("production", "canary"):
+        if t0 <= e.at <= t1 and e.alias in (PRODUCTION, CANARY):
             title = f"{e.alias}: v{e.from_version} -> v{e.to_version} by {e.actor} ({e.reason})"
             result.markers.append(Marker(x_of(e.at), move_kind(e), title))
     result.first, result.last = _stamp(t0, unit), _stamp(buckets[-1].start, unit)

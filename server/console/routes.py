@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
+from adapters.names import PRODUCTION
 from server.console import session
 from server.console.actions import ConsoleActions
 from server.console.pages import ConsoleRoute, done, render
@@ -125,12 +126,12 @@ def _seen(text: str, alias: str) -> int | None:
 async def promote(name: str, request: Request, state: StateDep, version: Text = "", reason: Text = "",
                   seen: Text = "", confirm: Text = "", csrf: Text = "") -> Response:
     reason = _confirmed(csrf, confirm, reason, request)
-    text = await ConsoleActions(state).promote(name, _version(version), reason, _seen(seen, "production"))
+    text = await ConsoleActions(state).promote(name, _version(version), reason, _seen(seen, PRODUCTION))
     return done(request, "ok", text)
 
 
 @guarded.post("/adapters/{name}/rollback")
-async def rollback(name: str, request: Request, state: StateDep, alias: Text = "production", to: Text = "",
+async def rollback(name: str, request: Request, state: StateDep, alias: Text = PRODUCTION.value, to: Text = "",
                    reason: Text = "", seen: Text = "", confirm: Text = "", csrf: Text = "") -> Response:
     reason = _confirmed(csrf, confirm, reason, request)
     text = await ConsoleActions(state).rollback(name, alias.strip(), _version(to, "to"), reason, _seen(seen, alias))
