@@ -207,6 +207,29 @@ def dtype(
 
 
 @app.command()
+def profile(
+    tokens: int = typer.Option(32, min=2, help="Tokens decoded per request."),
+    concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Streams of the concurrent runs."),
+    rate: int = typer.Option(50, min=1, help="py-spy samples per second."),
+    model: Path = typer.Option(None, help=MODEL_HELP),
+    out: Path = typer.Option(DOCS, help="Where bench_profile.json and bench_profile.md go."),
+) -> None:
+    """ms per decode step, base vs 1/4/16 adapters and ranks 8/16/64, and the engine's share in LoRA, matmuls,
+    attention, sampling and scheduling (py-spy on the gateway and its engine core)."""
+    from bench.profile import HEADERS, ProfileConfig, run_profile, table_rows
+    from bench.progress import Steps
+
+    _quiet()
+    config = ProfileConfig(flags=_flags(model, 1024, 1, 64), out_dir=out, tokens=tokens, concurrency=concurrency,
+                           rate=rate)
+    report = run_profile(config, Steps(console))
+    _table("decode step profile (category columns: % of the engine core's busy samples)", HEADERS,
+           table_rows(report))
+    console.print(f"load average: start {report.load_average_start}, end {report.load_average_end}")
+    console.print("written: " + ", ".join(str(p) for p in report.files))
+
+
+@app.command()
 def quant(
     steps: int = typer.Option(6, min=1, help="Measured optimizer steps per stage and side."),
     warmup: int = typer.Option(2, min=0, help="Steps run first and left out of the median."),
