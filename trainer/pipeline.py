@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapters.errors import AdapterNotFound
-from adapters.names import CANARY
+from adapters.names import CANARY, CANDIDATE
 from adapters.registry import Registry
-from adapters.runs import RunStore
-from adapters.version import AdapterVersion
+from adapters.runs import RunStatus, RunStore
+from adapters.version import AdapterVersion, VersionStatus
 from trainer.config import TrainConfig, config_dict
 from trainer.dataset import TrainingData, screen
 from trainer.errors import Cancelled, DataRejected
 from trainer.gate import GateResult, evaluate
 from trainer.progress import RunProgress
 from trainer.qlora import compute_dtype, load_tokenizer, load_trainable, save_adapter
+from trainer.scoring import OneModel, Scorer, preference_accuracy
 from trainer.stages import StagePlan, StageResult, plan_stages, train_dpo, train_kto, train_sft
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ class Pipeline:
         plan = plan_stages(data.rows("sft"), data.rows("dpo"), data.rows("kto"), config)
         logger.info("run %d plan for %s: %s", self.run_id, self.adapter, "; ".join(plan.reasons))
         screen_or_raise(data, plan.preference, config)
-        results, quantized = self._train(data, plan, work / "adapter", work / "trainer")
+        results, quantized, notes = self._train(data, plan, work / "adapter", work / "trainer")
         self._check_stop()
         self.store.update(self.run_id, stage="gate")
         gate = evaluate(
@@ -120,7 +121,7 @@ class Pipeline:
             "gate": gate.metrics,
             "gate_passed": gate.passed,
             "gate_reasons": gate.reasons,
-            "plan": list(plan.reasons),
+            "plan": [*plan.reasons, *notes],
             "stages": [asdict(r) for r in results],
             "quantized": quantized,
             "run_id": self.run_id,
@@ -129,7 +130,7 @@ class Pipeline:
         version = self._register(work / "adapter", gate, version_metrics(data, self.settings, extra))
         self._promote(version, gate)
         return Outcome(
-            status="succeeded" if gate.passed else "rejected",
+            status=RunStatus.SUCCEEDED if gate.passed else RunStatus.REJECTED,
             version=version.version,
             error=None if gate.passed else "gate: " + "; ".join(gate.reasons),
             metrics={"gate": gate.metrics, "stages": extra["stages"], "duration_s": extra["duration_s"]},
@@ -144,9 +145,15 @@ class Pipeline:
         tokenizer = load_tokenizer(self.settings.model_path)
         model, quantized = load_trainable(self.settings.model_path, self.settings.lora, config, start_from)
         stages = (["sft"] if plan.sft else []) + ([plan.preference] if plan.preference else [])
-        results = []
+        results, notes = [], []
         for name in stages:
             self._check_stop()
+            if name == plan.preference and results:
+                note = self._learned_already(model, tokenizer, data)
+                if note:
+                    notes.append(note)
+                    logger.info("run %d: %s", self.run_id, note)
+                    break
             self.store.update(self.run_id, stage=name, step=0)
             callback = RunProgress(self.store, self.run_id, name, self.should_stop)
             results.append(STAGES[name](model, tokenizer, getattr(data, name), config, out_dir, [callback]))
@@ -155,7 +162,19 @@ class Pipeline:
         save_adapter(model, adapter_dir)
         del model
         gc.collect()
-        return results, quantized
+        return results, quantized, notes
+
+    def _learned_already(self, model, tokenizer, data: TrainingData) -> str | None:
+        """Why the preference stage is skipped, when SFT's model already prefers chosen on the held-out pairs."""
+        pairs = data.held_out.pairs
+        if not (self.settings.train.skip_learned_preference and pairs):
+            return None
+        gate = self.settings.gate
+        accuracy = preference_accuracy(Scorer(OneModel(model, tokenizer), gate.batch_size, gate.max_length), "", pairs)
+        if accuracy < gate.saturated_preference_accuracy:
+            return None
+        return (f"no preference stage: after SFT the model prefers the chosen answer on {accuracy:.0%} of "
+                f"{len(pairs)} held-out pairs (>= {gate.saturated_preference_accuracy:.0%})")
 
     def _register(self, adapter_dir: Path, gate: GateResult, metrics: dict) -> AdapterVersion:
         self.store.update(self.run_id, stage="register")
@@ -165,15 +184,15 @@ class Pipeline:
             source="trained",
             parent_version=self.production.version if self.production else None,
             metrics=metrics,
-            status="ready" if gate.passed else "rejected",
+            status=VersionStatus.READY if gate.passed else VersionStatus.REJECTED,
             actor="trainer",
-            alias="candidate" if gate.passed else None,
+            alias=CANDIDATE if gate.passed else None,
         )
         logger.info(
             "run %d registered %s as %s",
             self.run_id,
             version.lora_name,
-            "candidate" if gate.passed else "rejected",
+            CANDIDATE if gate.passed else VersionStatus.REJECTED,
         )
         return version
 

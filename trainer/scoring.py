@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -76,3 +77,28 @@ class Scorer:
         scores = self.score(name, sequences)
         total, count = sum(s for s, _ in scores), sum(n for _, n in scores)
         return math.exp(min(-total / count, 700.0)) if count and math.isfinite(total) else math.inf
+
+
+class OneModel:
+    """The `GateModels` face of a single model (a run's model in training), so a `Scorer` can score it."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @contextmanager
+    def use(self, name: str) -> Iterator[torch.nn.Module]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                yield self.model
+        finally:
+            self.model.train(was_training)
+
+
+def preference_accuracy(scorer: Scorer, name: str, pairs: Sequence[dict]) -> float:
+    """Share of pairs where model `name` gives the chosen answer a higher log-likelihood than the rejected one."""
+    chosen = scorer.chat_logps(name, [(p["prompt"], p["chosen"]) for p in pairs])
+    rejected = scorer.chat_logps(name, [(p["prompt"], p["rejected"]) for p in pairs])
+    return sum(c[0] > r[0] for c, r in zip(chosen, rejected, strict=True)) / len(pairs)

@@ -27,6 +27,7 @@ def tiny_train(**overrides: object) -> TrainConfig:
         learning_rate=1e-3,
         warmup=0.0,
         min_pairs_for_dpo=4,
+        skip_learned_preference=False,  # every planned stage runs; tests/trainer/test_preference_skip.py turns it on
     )
     values.update(overrides)
     return TrainConfig(**values)

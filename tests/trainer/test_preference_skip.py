@@ -1,0 +1,49 @@
+"""The preference stage is skipped when SFT's model already prefers the chosen answers (docs/bench_recipe.md)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from trainer_samples import assistant, dpo_rows, sft_rows, tiny_data, tiny_gate, user
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trainer.config import TrainerSettings
+from trainer.job import run_job
+from trainer.scoring import OneModel, Scorer, preference_accuracy
+
+pytestmark = pytest.mark.training
+
+PAIRS = [
+    {"prompt": user("What colour is the sky on a clear day?"), "chosen": assistant("The sky is blue."),
+     "rejected": assistant("Potato potato potato.")},
+    {"prompt": user("What is the capital of France?"), "chosen": assistant("The capital of France is Paris."),
+     "rejected": assistant("Carburettor seventeen.")},
+]
+SWAPPED = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in PAIRS]
+
+
+def test_preference_accuracy_scores_the_model_it_is_given(model_path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    model.train()
+    scorer = Scorer(OneModel(model, AutoTokenizer.from_pretrained(model_path)), batch_size=2, max_length=96)
+
+    assert preference_accuracy(scorer, "", PAIRS) == 1.0
+    assert preference_accuracy(scorer, "", SWAPPED) == 0.0
+    assert model.training  # scored in eval mode, then handed back as it was
+
+
+def test_run_skips_dpo_when_sft_already_prefers_the_chosen_answers(trainer_settings: TrainerSettings) -> None:
+    lenient = tiny_gate(min_preference_win_rate=0.0, max_loglik_drop=100.0, max_ppl_increase=100.0,
+                        max_ppl_increase_vs_base=100.0)
+    settings = replace(trainer_settings, gate=lenient,
+                       train=replace(trainer_settings.train, skip_learned_preference=True))
+    data = tiny_data(sft=sft_rows(), dpo=dpo_rows())  # its one held-out pair: "The sky is blue." over "Potato."
+
+    run = run_job(settings, "support", data)
+
+    assert run.status == "succeeded", run.error
+    metrics = settings.registry().get_version("support", run.result_version).metrics
+    assert [s["name"] for s in metrics["stages"]] == ["sft"]
+    assert any(p.startswith("no preference stage: after SFT the model prefers the chosen answer on 100% of 1")
+               for p in metrics["plan"]), metrics["plan"]
