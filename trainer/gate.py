@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,7 +27,7 @@ from trainer.base_answers import BaseAnswerCache
 from trainer.config import GateConfig
 from trainer.dataset import HeldOut
 from trainer.qlora import load_tokenizer
-from trainer.scoring import Scorer
+from trainer.scoring import Scorer, preference_margins
 
 logger = logging.getLogger(__name__)
 
@@ -75,20 +75,11 @@ class GateModels:
         yield self.model
 
 
-def _preference(scorer: Scorer, pairs: Sequence[dict]) -> dict[str, list[float]]:
-    margins: dict[str, list[float]] = {}
-    for name in (CANDIDATE, PRODUCTION):
-        chosen = scorer.chat_logps(name, [(p["prompt"], p["chosen"]) for p in pairs])
-        rejected = scorer.chat_logps(name, [(p["prompt"], p["rejected"]) for p in pairs])
-        margins[name] = [c[0] - r[0] for c, r in zip(chosen, rejected, strict=True)]
-    return margins
-
-
 def _check_preference(scorer: Scorer, held: HeldOut, config: GateConfig, metrics: dict, reasons: list[str]) -> None:
     if not held.pairs:
         metrics["preference_skipped"] = "no held-out pairs"
         return
-    m = _preference(scorer, held.pairs)
+    m = {name: preference_margins(scorer, name, held.pairs) for name in (CANDIDATE, PRODUCTION)}
     wins = [1.0 if c > p else 0.5 if c == p else 0.0 for c, p in zip(m[CANDIDATE], m[PRODUCTION], strict=True)]
     win_rate = sum(wins) / len(wins)
     production_accuracy = sum(p > 0 for p in m[PRODUCTION]) / len(wins)

@@ -97,8 +97,13 @@ class OneModel:
             self.model.train(was_training)
 
 
-def preference_accuracy(scorer: Scorer, name: str, pairs: Sequence[dict]) -> float:
-    """Share of pairs where model `name` gives the chosen answer a higher log-likelihood than the rejected one."""
+def preference_margins(scorer: Scorer, name: str, pairs: Sequence[dict]) -> list[float]:
+    """Per pair, model `name`'s log-likelihood of the chosen answer minus that of the rejected one."""
     chosen = scorer.chat_logps(name, [(p["prompt"], p["chosen"]) for p in pairs])
     rejected = scorer.chat_logps(name, [(p["prompt"], p["rejected"]) for p in pairs])
-    return sum(c[0] > r[0] for c, r in zip(chosen, rejected, strict=True)) / len(pairs)
+    return [c[0] - r[0] for c, r in zip(chosen, rejected, strict=True)]
+
+
+def preference_accuracy(scorer: Scorer, name: str, pairs: Sequence[dict]) -> float:
+    """Share of pairs where model `name` gives the chosen answer a higher log-likelihood than the rejected one."""
+    return sum(m > 0 for m in preference_margins(scorer, name, pairs)) / len(pairs)
