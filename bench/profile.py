@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from adapters.names import Alias
 from bench.hardware import Hardware, detect
 from bench.load import LoadSpec, RequestResult, run_load, summarize
 from bench.lora import build_lora
@@ -128,7 +129,7 @@ def _register(server: RunningServer, setup: Setup, model_dir: Path, work: Path) 
             folder = work / "loras" / name
             if not folder.exists():
                 build_lora(model_dir, folder, rank=rank, seed=i)
-            upload_version(client, name, folder, alias="production")
+            upload_version(client, name, folder, alias=Alias.PRODUCTION)
             names.append(name)
     return names
 

@@ -84,12 +84,12 @@ def measure(model_dir: Path, adapter: Path, bare: bool, preference: str, questio
     import torch
 
     from trainer import correctness
-    from trainer.gate import BASE, CANDIDATE, GateModels, general_text
+    from trainer.gate import GateModels, Side, general_text
     from trainer.scoring import Scorer
 
     models = GateModels(model_dir, adapter, None, threads, dtype)
     scorer = Scorer(models, 8, 512)
-    name = BASE if bare else CANDIDATE
+    name = Side.BASE if bare else Side.TRAINED
     asked = correctness.closed_book(None, questions)
     held = load_prompts("heldout")[:prompts]
     with torch.inference_mode():

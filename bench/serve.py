@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from adapters.names import Alias
 from bench.cpu import cpu_use
 from bench.hardware import Hardware, detect
 from bench.load import LoadSpec, LoadSummary, run_load
@@ -154,7 +155,7 @@ def _gateway_side(
         side.base = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name), side)
         if lora and config.with_adapter:
             with httpx.Client(base_url=server.url, timeout=120) as client:
-                upload_version(client, ADAPTER, lora, alias="production")
+                upload_version(client, ADAPTER, lora, alias=Alias.PRODUCTION)
             side.adapter = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name,
                                                                     adapter=ADAPTER), side)
         if lora and config.swaps:

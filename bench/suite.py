@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from adapters.names import Alias
 from bench.cpu import cpu_use
 from bench.hardware import detect
 from bench.load import LoadSpec, LoadSummary, RequestResult, percentile, request_body, stream_one, summarize
@@ -125,7 +126,7 @@ def _register(server: RunningServer, folders: list[Path]) -> list[str]:
     """Register each folder as adapter `loraNN` (production) on the gateway; returns the names."""
     with httpx.Client(base_url=server.url, timeout=300) as client:
         for folder in folders:
-            upload_version(client, folder.name, folder, alias="production")
+            upload_version(client, folder.name, folder, alias=Alias.PRODUCTION)
     return [f.name for f in folders]
 
 
@@ -213,7 +214,7 @@ def _peft(config: SuiteConfig, steps: Steps, adapters_dir: Path, folders: list[P
 def _hotswap(server: RunningServer, v1: Path, v2: Path, config: SuiteConfig, steps: Steps) -> HotSwapResult:
     """Promote v2 / roll back to v1, `swap_cycles` times, while `concurrency` streams use the adapter."""
     with httpx.Client(base_url=server.url, timeout=300) as client:
-        upload_version(client, SWAP_ADAPTER, v1, alias="production")
+        upload_version(client, SWAP_ADAPTER, v1, alias=Alias.PRODUCTION)
         upload_version(client, SWAP_ADAPTER, v2)
     with steps.bar(f"hot-swap: {config.swap_cycles} promote/rollback cycles under {config.concurrency} streams",
                    2 * config.swap_cycles) as tick:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from adapters.names import Alias
 from bench.load import percentile
 
 
@@ -77,7 +78,7 @@ def measure_swaps(
     """Promote `swaps` new versions through the API and `swaps` through the registry; time each to first use."""
     result = SwapResult(swaps_per_way=swaps, poll_seconds=poll_seconds)
     with httpx.Client(base_url=url, timeout=120) as client:
-        upload_version(client, name, folder, alias="production")
+        upload_version(client, name, folder, alias=Alias.PRODUCTION)
         # register every version up front, so a swap's time is only load + alias move + first answer
         versions = [upload_version(client, name, folder) for _ in range(2 * swaps)]
         wait_for_version(client, name, 1)

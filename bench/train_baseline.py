@@ -117,7 +117,7 @@ def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: 
     `load_in_4bit=False` trains the same LoRA on the 16-bit base (`flywheel bench quant` compares the two)."""
     from datasets import Dataset
 
-    from adapters.runs import RunStore
+    from adapters.runs import RunStatus, RunStore
     from trainer.config import LoraRecipe, TrainConfig
     from trainer.progress import RunProgress
     from trainer.qlora import load_tokenizer, load_trainable
@@ -131,7 +131,7 @@ def flywheel_side(config: StepConfig, sft: list[dict], dpo: list[dict], round_: 
     with tempfile.TemporaryDirectory(prefix="bench-train-flywheel-") as tmp:
         # the product's progress callback with a real runs table: its per-step write is part of the path
         store = RunStore(Path(tmp) / "trainer.db")
-        run_id = store.create("bench", status="running")
+        run_id = store.create("bench", status=RunStatus.RUNNING)
         start = time.perf_counter()
         tokenizer = load_tokenizer(config.model_dir)
         model, _ = load_trainable(config.model_dir, recipe, train)

@@ -24,6 +24,8 @@ import typer
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from adapters.names import Alias
+from adapters.runs import RunStatus
 from bench.lora import identity_adapter
 from bench.report import markdown_table, write
 from bench.servers import REPO, EngineFlags, gateway_env, gateway_server
@@ -108,7 +110,7 @@ def run_loop_bench(model_dir: Path, work: Path, threads: int, max_steps: int) ->
     with gateway_server(flags, work / "gateway-data", work / "gateway.log", poll_seconds=0.25) as server, \
             httpx.Client(base_url=server.url, timeout=300) as client:
         result.gateway_start_s = round(time.perf_counter() - start, 1)
-        upload_version(client, NAME, identity_adapter(model_dir, work / "v1"), alias="production")
+        upload_version(client, NAME, identity_adapter(model_dir, work / "v1"), alias=Alias.PRODUCTION)
         wait_for_version(client, NAME, 1, timeout_s=60)
         result.feedback = rate_answers(client)
         port = server.url.rsplit(":", 1)[1]
@@ -120,7 +122,7 @@ def run_loop_bench(model_dir: Path, work: Path, threads: int, max_steps: int) ->
             t0 = time.time()
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
             seen, run = _follow_run(client, proc, t0)
-        if proc.returncode != 0 or run.get("status") != "succeeded":
+        if proc.returncode != 0 or run.get("status") != RunStatus.SUCCEEDED:
             tail = (work / "train.log").read_text()[-1500:]
             result.error = f"trainer exit {proc.returncode}, run {run}; log tail: {tail}"
             return result

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 
@@ -31,7 +32,17 @@ from trainer.scoring import Scorer, preference_margins
 
 logger = logging.getLogger(__name__)
 
-CANDIDATE, PRODUCTION, BASE = "candidate", "production", "base"
+
+class Side(StrEnum):
+    """The sides of the gate's comparison: PEFT adapter names in `GateModels` and the prefixes of metric keys.
+
+    Not registry aliases (`adapters.names.Alias`): SERVING is whatever serves the adapter's name when the run
+    starts, and it stands for the bare base when there is no production version yet.
+    """
+
+    TRAINED = "candidate"  # the version this run trained
+    SERVING = "production"
+    BASE = "base"
 
 
 @dataclass(frozen=True)
@@ -58,16 +69,16 @@ class GateModels:
         torch.set_num_threads(num_threads)
         self.tokenizer = load_tokenizer(model_path)
         base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-        self.model = PeftModel.from_pretrained(base, candidate_dir, adapter_name=CANDIDATE)
+        self.model = PeftModel.from_pretrained(base, candidate_dir, adapter_name=Side.TRAINED)
         self.has_production = production_dir is not None
         if production_dir is not None:
-            self.model.load_adapter(production_dir, adapter_name=PRODUCTION)
+            self.model.load_adapter(production_dir, adapter_name=Side.SERVING)
         self.model.eval()
 
     @contextmanager
     def use(self, name: str) -> Iterator[torch.nn.Module]:
         """Run the block on the candidate, on production, or on the bare base when there is no production."""
-        if name == BASE or (name == PRODUCTION and not self.has_production):
+        if name == Side.BASE or (name == Side.SERVING and not self.has_production):
             with self.model.disable_adapter():
                 yield self.model
             return
@@ -79,17 +90,17 @@ def _check_preference(scorer: Scorer, held: HeldOut, config: GateConfig, metrics
     if not held.pairs:
         metrics["preference_skipped"] = "no held-out pairs"
         return
-    m = {name: preference_margins(scorer, name, held.pairs) for name in (CANDIDATE, PRODUCTION)}
-    wins = [1.0 if c > p else 0.5 if c == p else 0.0 for c, p in zip(m[CANDIDATE], m[PRODUCTION], strict=True)]
+    m = {name: preference_margins(scorer, name, held.pairs) for name in (Side.TRAINED, Side.SERVING)}
+    wins = [1.0 if c > p else 0.5 if c == p else 0.0 for c, p in zip(m[Side.TRAINED], m[Side.SERVING], strict=True)]
     win_rate = sum(wins) / len(wins)
-    production_accuracy = sum(p > 0 for p in m[PRODUCTION]) / len(wins)
+    production_accuracy = sum(p > 0 for p in m[Side.SERVING]) / len(wins)
     metrics.update(
         preference_pairs=len(wins),
         preference_win_rate=round(win_rate, 4),
-        candidate_preference_accuracy=round(sum(c > 0 for c in m[CANDIDATE]) / len(wins), 4),
+        candidate_preference_accuracy=round(sum(c > 0 for c in m[Side.TRAINED]) / len(wins), 4),
         production_preference_accuracy=round(production_accuracy, 4),
-        candidate_mean_margin=round(sum(m[CANDIDATE]) / len(wins), 4),
-        production_mean_margin=round(sum(m[PRODUCTION]) / len(wins), 4),
+        candidate_mean_margin=round(sum(m[Side.TRAINED]) / len(wins), 4),
+        production_mean_margin=round(sum(m[Side.SERVING]) / len(wins), 4),
     )
     if production_accuracy >= config.saturated_preference_accuracy:
         # Production already prefers chosen over rejected on nearly every pair: the candidate can only tie or
@@ -113,38 +124,38 @@ def _check_answers(scorer: Scorer, held: HeldOut, config: GateConfig, metrics: d
         return
     rows = [(a["prompt"], a["completion"]) for a in held.answers]
     mean = {}
-    for name in (CANDIDATE, PRODUCTION):
+    for name in (Side.TRAINED, Side.SERVING):
         scores = scorer.chat_logps(name, rows)
         mean[name] = sum(s for s, _ in scores) / max(1, sum(n for _, n in scores))
     metrics.update(
         answers=len(rows),
-        candidate_answer_loglik=round(mean[CANDIDATE], 4),
-        production_answer_loglik=round(mean[PRODUCTION], 4),
+        candidate_answer_loglik=round(mean[Side.TRAINED], 4),
+        production_answer_loglik=round(mean[Side.SERVING], 4),
     )
-    if not math.isfinite(mean[CANDIDATE]) or mean[CANDIDATE] < mean[PRODUCTION] - config.max_loglik_drop:
+    if not math.isfinite(mean[Side.TRAINED]) or mean[Side.TRAINED] < mean[Side.SERVING] - config.max_loglik_drop:
         reasons.append(
-            f"answers: mean log-likelihood of up-rated answers fell from {mean[PRODUCTION]:.3f} to "
-            f"{mean[CANDIDATE]:.3f} per token (allowed drop {config.max_loglik_drop})"
+            f"answers: mean log-likelihood of up-rated answers fell from {mean[Side.SERVING]:.3f} to "
+            f"{mean[Side.TRAINED]:.3f} per token (allowed drop {config.max_loglik_drop})"
         )
 
 
 def _check_forgetting(scorer: Scorer, config: GateConfig, metrics: dict, reasons: list[str]) -> None:
     """General-text perplexity against production (this step) and against the base (drift over rounds)."""
     texts = general_text(config.general_text_limit)
-    ppl = {name: scorer.perplexity(name, texts) for name in (CANDIDATE, PRODUCTION, BASE)}
+    ppl = {name: scorer.perplexity(name, texts) for name in (Side.TRAINED, Side.SERVING, Side.BASE)}
     metrics.update(
         general_paragraphs=len(texts),
-        candidate_ppl=round(ppl[CANDIDATE], 4),
-        production_ppl=round(ppl[PRODUCTION], 4),
-        base_ppl=round(ppl[BASE], 4),
+        candidate_ppl=round(ppl[Side.TRAINED], 4),
+        production_ppl=round(ppl[Side.SERVING], 4),
+        base_ppl=round(ppl[Side.BASE], 4),
     )
-    limits = {PRODUCTION: ppl[PRODUCTION] * (1 + config.max_ppl_increase)}
+    limits = {Side.SERVING: ppl[Side.SERVING] * (1 + config.max_ppl_increase)}
     if config.max_ppl_increase_vs_base is not None:  # small steps that each pass can still add up
-        limits[BASE] = ppl[BASE] * (1 + config.max_ppl_increase_vs_base)
+        limits[Side.BASE] = ppl[Side.BASE] * (1 + config.max_ppl_increase_vs_base)
     for reference, limit in limits.items():
-        if not math.isfinite(ppl[CANDIDATE]) or ppl[CANDIDATE] > limit:
+        if not math.isfinite(ppl[Side.TRAINED]) or ppl[Side.TRAINED] > limit:
             reasons.append(
-                f"forgetting: perplexity on general text is {ppl[CANDIDATE]:.2f} against {reference}'s "
+                f"forgetting: perplexity on general text is {ppl[Side.TRAINED]:.2f} against {reference}'s "
                 f"{ppl[reference]:.2f} (allowed up to {limit:.2f})"
             )
 
@@ -172,44 +183,44 @@ def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metric
     prompts = [correctness.question_prompt(q) for q in questions]
     traffic = _traffic_prompts(held, config.traffic_prompts)
     # With no production version yet, the base serves the adapter's name: it stands in for production.
-    serving = PRODUCTION if scorer.models.has_production else BASE
+    serving = Side.SERVING if scorer.models.has_production else Side.BASE
     accuracy, broken, samples, cached = {}, {}, {}, []
 
     def answer(name: str, asked: list[list[dict]]) -> list[str]:
-        if name != BASE:
+        if name != Side.BASE:
             return generator.answers(name, asked)
-        answers, hit = cache.answers(asked, lambda: generator.answers(BASE, asked))
+        answers, hit = cache.answers(asked, lambda: generator.answers(Side.BASE, asked))
         cached.append(hit)
         return answers
 
-    for name in dict.fromkeys((CANDIDATE, serving, BASE)):
+    for name in dict.fromkeys((Side.TRAINED, serving, Side.BASE)):
         answers = answer(name, prompts)
         accuracy[name] = correctness.accuracy(answers, questions)
         samples[name] = [{"question": q.question, "answer": a} for q, a in zip(questions[:3], answers, strict=False)]
-        if name != BASE or serving == BASE:
+        if name != Side.BASE or serving == Side.BASE:
             broken[name] = correctness.degenerate_share(answer(name, traffic))
-    accuracy[PRODUCTION], broken[PRODUCTION] = accuracy[serving], broken[serving]
+    accuracy[Side.SERVING], broken[Side.SERVING] = accuracy[serving], broken[serving]
     metrics.update(
         closed_book_questions=len(questions),
-        candidate_correctness=round(accuracy[CANDIDATE], 4),
-        production_correctness=round(accuracy[PRODUCTION], 4),
-        base_correctness=round(accuracy[BASE], 4),
+        candidate_correctness=round(accuracy[Side.TRAINED], 4),
+        production_correctness=round(accuracy[Side.SERVING], 4),
+        base_correctness=round(accuracy[Side.BASE], 4),
         traffic_prompts=len(traffic),
-        candidate_degenerate=round(broken[CANDIDATE], 4),
-        production_degenerate=round(broken[PRODUCTION], 4),
+        candidate_degenerate=round(broken[Side.TRAINED], 4),
+        production_degenerate=round(broken[Side.SERVING], 4),
         correctness_samples=samples,
         base_answers_cached=all(cached),
     )
-    for reference in (PRODUCTION, BASE):
-        if accuracy[CANDIDATE] < accuracy[reference] - config.max_correctness_drop:
+    for reference in (Side.SERVING, Side.BASE):
+        if accuracy[Side.TRAINED] < accuracy[reference] - config.max_correctness_drop:
             reasons.append(
-                f"correctness: {accuracy[CANDIDATE]:.1%} of {len(questions)} closed-book questions answered right "
+                f"correctness: {accuracy[Side.TRAINED]:.1%} of {len(questions)} closed-book questions answered right "
                 f"against {reference}'s {accuracy[reference]:.1%} (allowed drop {config.max_correctness_drop:.1%})"
             )
-    if traffic and broken[CANDIDATE] > broken[PRODUCTION] + config.max_degenerate_increase:
+    if traffic and broken[Side.TRAINED] > broken[Side.SERVING] + config.max_degenerate_increase:
         reasons.append(
-            f"correctness: {broken[CANDIDATE]:.0%} of answers to {len(traffic)} held-out prompts are empty or "
-            f"loop, against production's {broken[PRODUCTION]:.0%} (allowed increase "
+            f"correctness: {broken[Side.TRAINED]:.0%} of answers to {len(traffic)} held-out prompts are empty or "
+            f"loop, against production's {broken[Side.SERVING]:.0%} (allowed increase "
             f"{config.max_degenerate_increase:.0%})"
         )
 
@@ -231,7 +242,7 @@ def evaluate(
     """
     models = GateModels(model_path, candidate_dir, production_dir, num_threads, dtype)
     scorer = Scorer(models, config.batch_size, config.max_length)
-    metrics: dict = {"compared_with": PRODUCTION if production_dir else "base"}
+    metrics: dict = {"compared_with": Side.SERVING if production_dir else Side.BASE}
     reasons: list[str] = []
     with torch.inference_mode():
         _check_preference(scorer, held_out, config, metrics, reasons)
