@@ -70,17 +70,19 @@ class StoreQueries:
         """Completions per (adapter, version[, day])."""
         return self._grouped("completions", "COUNT(*) AS completions", adapter, by_day)
 
-    def rating_counts(self, adapter: str | None = None, by_day: bool = False) -> list[dict]:
-        """Up, down and correction counts per (adapter, version[, day])."""
+    def rating_counts(self, adapter: str | None = None, by_day: bool = False,
+                      since: float | None = None) -> list[dict]:
+        """Up, down and correction counts per (adapter, version[, day]), of ratings made at `since` or later."""
         aggregates = f"{UP} AS up, {DOWN} AS down, {CORRECTED} AS corrections"
-        return self._grouped("feedback", aggregates, adapter, by_day)
+        return self._grouped("feedback", aggregates, adapter, by_day, since)
 
     def pair_counts(self, adapter: str | None = None, by_day: bool = False) -> list[dict]:
         """Pairs per (adapter, version[, day])."""
         return self._grouped("pairs", "COUNT(*) AS pairs", adapter, by_day)
 
-    def _grouped(self, table: str, aggregates: str, adapter: str | None, by_day: bool) -> list[dict]:
-        where, args = _where(adapter, None)
+    def _grouped(self, table: str, aggregates: str, adapter: str | None, by_day: bool,
+                 since: float | None = None) -> list[dict]:
+        where, args = _where(adapter, since)
         day = self.dialect.day_of("created_at") if by_day else "NULL"
         sql = (
             f"SELECT adapter, adapter_version, {day} AS day, {aggregates} FROM {table} WHERE {where}"

@@ -4,6 +4,12 @@ A one-sided two-proportion z-test of "the canary's up-rate is lower than product
 promoted unless that test is significant at `canary_alpha`; it is rolled back when it is. This is a
 non-inferiority check with no margin: a canary that is merely as good as production gets promoted.
 
+Both versions are counted over the same window: the ratings made since the canary alias last moved to
+the canary. Production's older ratings came from other traffic (another hour, another mix of users, maybe
+before a prompt change), so comparing the canary with production's whole history would test "now against
+then" rather than "canary against production", and a production with a long good past would roll back
+canaries that are as good as it is today.
+
 It lives in the foundation layer because two services need the same answer and may not import each
 other (docs/architecture.md, "Package dependencies"): the trainer applies it (`trainer/promotion.py`)
 and the gateway's console shows what it would decide now (`server/console/`).
@@ -12,8 +18,9 @@ and the gateway's console shows what it would decide now (`server/console/`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from flywheel.promotion import PromotionPolicy
 
@@ -51,6 +58,47 @@ def tally(rating_counts: list[dict], adapter: str, version: int) -> Tally:
             up, down = int(row.get("up") or 0), int(row.get("down") or 0)
             return Tally(up, up + down)
     return Tally(0, 0)
+
+
+class RatingSource(Protocol):
+    """The feedback store, or its read-only reader: per-version rating counts (`StoreQueries.rating_counts`)."""
+
+    def rating_counts(self, adapter: str | None = None, by_day: bool = False,
+                      since: float | None = None) -> list[dict]: ...
+
+
+class AliasMove(Protocol):
+    """One entry of the registry's alias history (`adapters.version.AliasEvent`)."""
+
+    to_version: int | None
+    at: float
+
+
+@dataclass(frozen=True)
+class CanaryReview:
+    """Both versions' tallies since the canary started, and the decision they give."""
+
+    production: Tally
+    canary: Tally
+    since: float | None  # when the canary alias moved to this version (None: not in the history)
+    decision: CanaryDecision
+
+
+def canary_started(moves: Iterable[AliasMove], canary: int) -> float | None:
+    """When the canary alias last moved to `canary`, from its history (oldest first)."""
+    started = None
+    for move in moves:
+        started = move.at if move.to_version == canary else started
+    return started
+
+
+def review(source: RatingSource, moves: Iterable[AliasMove], adapter: str, production: int, canary: int,
+           policy: PromotionPolicy) -> CanaryReview:
+    """Tally production and the canary over the ratings since the canary started, and decide."""
+    since = canary_started(moves, canary)
+    counts = source.rating_counts(adapter, since=since)
+    prod, cand = tally(counts, adapter, production), tally(counts, adapter, canary)
+    return CanaryReview(prod, cand, since, decide_canary(prod.up, prod.rated, cand.up, cand.rated, policy))
 
 
 def policy_of(settings: Settings) -> PromotionPolicy:

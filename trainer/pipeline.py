@@ -146,13 +146,14 @@ class Pipeline:
         model, quantized = load_trainable(self.settings.model_path, self.settings.lora, config, start_from)
         stages = (["sft"] if plan.sft else []) + ([plan.preference] if plan.preference else [])
         results, notes = [], []
+        before = self._preference_accuracy(model, tokenizer, data) if plan.sft and plan.preference else None
         for name in stages:
             self._check_stop()
-            if name == plan.preference and results:
-                note = self._learned_already(model, tokenizer, data)
-                if note:
-                    notes.append(note)
-                    logger.info("run %d: %s", self.run_id, note)
+            if name == plan.preference and results and before is not None:
+                note, skip = self._learned_already(before, self._preference_accuracy(model, tokenizer, data), data)
+                notes.append(note)
+                logger.info("run %d: %s", self.run_id, note)
+                if skip:
                     break
             self.store.update(self.run_id, stage=name, step=0)
             callback = RunProgress(self.store, self.run_id, name, self.should_stop)
@@ -164,17 +165,31 @@ class Pipeline:
         gc.collect()
         return results, quantized, notes
 
-    def _learned_already(self, model, tokenizer, data: TrainingData) -> str | None:
-        """Why the preference stage is skipped, when SFT's model already prefers chosen on the held-out pairs."""
+    def _preference_accuracy(self, model, tokenizer, data: TrainingData) -> float | None:
+        """The model's share of held-out pairs where it prefers the chosen answer (None: the check is off)."""
         pairs = data.held_out.pairs
         if not (self.settings.train.skip_learned_preference and pairs):
             return None
         gate = self.settings.gate
-        accuracy = preference_accuracy(Scorer(OneModel(model, tokenizer), gate.batch_size, gate.max_length), "", pairs)
-        if accuracy < gate.saturated_preference_accuracy:
-            return None
-        return (f"no preference stage: after SFT the model prefers the chosen answer on {accuracy:.0%} of "
-                f"{len(pairs)} held-out pairs (>= {gate.saturated_preference_accuracy:.0%})")
+        return preference_accuracy(Scorer(OneModel(model, tokenizer), gate.batch_size, gate.max_length), "", pairs)
+
+    def _learned_already(self, before: float, after: float, data: TrainingData) -> tuple[str, bool]:
+        """Whether SFT taught the preference (skip the preference stage), and the plan's note saying why.
+
+        Only a model that did not prefer the chosen answers before SFT can show that SFT taught them. Where
+        the start model already scores chosen above rejected, the likelihoods say nothing: a chosen answer
+        that is a shortened rejected one (concision) has the higher likelihood whatever the model prefers to
+        write, since it is the rejected answer's own beginning. Then the preference stage runs.
+        """
+        share, pairs = self.settings.gate.saturated_preference_accuracy, len(data.held_out.pairs)
+        if before >= share:
+            return (f"preference stage kept: before SFT the model already preferred the chosen answer on "
+                    f"{before:.0%} of {pairs} held-out pairs, so scores cannot show what SFT taught"), False
+        if after >= share:
+            return (f"no preference stage: after SFT the model prefers the chosen answer on {after:.0%} of "
+                    f"{pairs} held-out pairs (>= {share:.0%}; {before:.0%} before SFT)"), True
+        return (f"preference stage kept: after SFT the model prefers the chosen answer on {after:.0%} of "
+                f"{pairs} held-out pairs (< {share:.0%}; {before:.0%} before SFT)"), False
 
     def _register(self, adapter_dir: Path, gate: GateResult, metrics: dict) -> AdapterVersion:
         self.store.update(self.run_id, stage="register")

@@ -236,7 +236,7 @@ class Watcher:
             return
         with FeedbackReader(self.settings.feedback_db) as store:
             for adapter in canaries:
-                review_canary(registry, store.rating_counts(adapter), adapter, self.settings.promotion)
+                review_canary(registry, store, adapter, self.settings.promotion)
 
     def run_forever(self) -> None:
         """Loop until SIGTERM/SIGINT (handlers installed when called from the main thread)."""

@@ -29,7 +29,8 @@ class LossPlot(Frame):
     lines: list[StageLine] = field(default_factory=list)
     low: float = 0.0
     high: float = 0.0
-    steps: int = 0
+    first_step: int = 0  # the x axis spans the logged steps: from the first one...
+    steps: int = 0  # ...to the last, counted over the whole run
 
     @property
     def empty(self) -> bool:
@@ -61,12 +62,14 @@ def loss_plot(curve: object) -> LossPlot:
             starts.append(offset)
         placed.append((stage, offset + step, loss))
         previous_stage, previous_step = stage, step
-    result.steps = int(max(x for _, x, _ in placed)) or 1
+    result.first_step = int(min(x for _, x, _ in placed))
+    result.steps = max(int(max(x for _, x, _ in placed)), result.first_step + 1)
+    span = result.steps - result.first_step
     result.low, result.high = min(r[2] for r in placed), max(r[2] for r in placed)
     spread = (result.high - result.low) or 1.0
 
     def xy(x: float, loss: float) -> str:
-        px = result.left + x / result.steps * (result.right - result.left)
+        px = result.left + (x - result.first_step) / span * (result.right - result.left)
         py = result.top + (result.high - loss) / spread * (result.bottom - result.top)
         return f"{px:.1f},{py:.1f}"
 
@@ -74,7 +77,8 @@ def loss_plot(curve: object) -> LossPlot:
     for i in range(1, len(placed) + 1):
         if i == len(placed) or placed[i][0] != placed[start][0]:
             part = placed[start:i]
-            x0 = result.left + starts[len(result.lines)] / result.steps * (result.right - result.left)
+            at = max(starts[len(result.lines)], result.first_step)
+            x0 = result.left + (at - result.first_step) / span * (result.right - result.left)
             result.lines.append(StageLine(part[0][0], " ".join(xy(x, y) for _, x, y in part), round(x0, 1),
                                           part[-1][2]))
             start = i

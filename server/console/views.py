@@ -10,7 +10,7 @@ from adapters.names import CANARY, PRODUCTION, check_name
 from adapters.runs import Run
 from adapters.version import AdapterVersion
 from feedback.timeline import FeedbackTimeline
-from flywheel.canary import CanaryDecision, Tally, decide_canary, policy_of, tally
+from flywheel.canary import CanaryDecision, Tally, canary_started, policy_of, review, tally
 from server.console.loss_curve import loss_plot
 from server.console.plot import Plot, plot
 from server.state import GatewayState
@@ -39,6 +39,7 @@ class CanaryView:
     production: int | None
     canary_tally: Tally
     production_tally: Tally
+    since: float | None  # both tallies count the ratings made since then: when the canary started
     min_feedback: int
     alpha: float
     decision: CanaryDecision
@@ -104,14 +105,16 @@ class ConsoleViews:
             return None
         policy = policy_of(self.state.settings)
         canary, production = aliases[CANARY], aliases.get(PRODUCTION)
-        counts = self.state.feedback.rating_counts(name)
-        cand = tally(counts, name, canary)
-        prod = tally(counts, name, production) if production is not None else Tally(0, 0)
+        moves = self.state.registry.history(name, CANARY)
         if production is None:  # the review leaves such a canary alone (nothing to compare with)
+            since = canary_started(moves, canary)
+            counts = self.state.feedback.rating_counts(name, since=since)
+            cand, prod = tally(counts, name, canary), Tally(0, 0)
             decision = CanaryDecision("wait", None, "no production version to compare the canary with")
         else:
-            decision = decide_canary(prod.up, prod.rated, cand.up, cand.rated, policy)
-        return CanaryView(self.state.settings.canary_share, canary, production, cand, prod,
+            r = review(self.state.feedback, moves, name, production, canary, policy)
+            cand, prod, since, decision = r.canary, r.production, r.since, r.decision
+        return CanaryView(self.state.settings.canary_share, canary, production, cand, prod, since,
                           policy.canary_min_feedback, policy.canary_alpha, decision)
 
     def history(self, name: str, page: int) -> Page:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from playwright.sync_api import expect
 
@@ -156,6 +158,9 @@ def test_canary_shows_share_up_rates_p_value_and_the_review_s_decision(page, gat
     expect(canary.locator("[data-canary=reason]")).to_contain_text(
         f"needs {CANARY_MIN_FEEDBACK} more on production and {CANARY_MIN_FEEDBACK} more on the canary")
     expect(canary.locator("[data-canary=p-value]")).to_have_text("-")
+    started = gateway.registry.history("pilot", "canary")[-1].at  # both versions are counted from then on
+    expect(canary.locator("[data-canary=since]")).to_have_text(
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)))
     expect(page.locator("#versions")).to_be_visible()
     assert page.goto("/console/adapters/bot").ok and page.locator("#canary").count() == 0  # no canary, no section
 
@@ -172,7 +177,7 @@ def test_canary_shows_share_up_rates_p_value_and_the_review_s_decision(page, gat
 
     # what the page said is what the trainer's review does with the same store and registry
     with FeedbackReader(gateway.settings.feedback_db) as store:
-        decision = review_canary(gateway.registry, store.rating_counts("pilot"), "pilot",
+        decision = review_canary(gateway.registry, store, "pilot",
                                  gateway.settings.recipe(PromotionPolicy))
     assert decision.verdict == "rollback" and round(decision.p_value, 4) == shown
     page.goto("/console/adapters/pilot")

@@ -33,17 +33,27 @@ def test_preference_accuracy_scores_the_model_it_is_given(model_path) -> None:
     assert model.training  # scored in eval mode, then handed back as it was
 
 
-def test_run_skips_dpo_when_sft_already_prefers_the_chosen_answers(trainer_settings: TrainerSettings) -> None:
+def skipping(settings: TrainerSettings, **train: object) -> TrainerSettings:
     lenient = tiny_gate(min_preference_win_rate=0.0, max_loglik_drop=100.0, max_ppl_increase=100.0,
-                        max_ppl_increase_vs_base=100.0)
-    settings = replace(trainer_settings, gate=lenient,
-                       train=replace(trainer_settings.train, skip_learned_preference=True))
-    data = tiny_data(sft=sft_rows(), dpo=dpo_rows())  # its one held-out pair: "The sky is blue." over "Potato."
+                        max_ppl_increase_vs_base=100.0, max_correctness_drop=1.0)
+    return replace(settings, gate=lenient, train=replace(settings.train, skip_learned_preference=True, **train))
 
-    run = run_job(settings, "support", data)
 
+def plan_of(settings: TrainerSettings, run) -> tuple[list[str], list[str]]:
     assert run.status == "succeeded", run.error
     metrics = settings.registry().get_version("support", run.result_version).metrics
-    assert [s["name"] for s in metrics["stages"]] == ["sft"]
-    assert any(p.startswith("no preference stage: after SFT the model prefers the chosen answer on 100% of 1")
-               for p in metrics["plan"]), metrics["plan"]
+    return [s["name"] for s in metrics["stages"]], metrics["plan"]
+
+
+def test_run_keeps_dpo_when_the_start_model_already_preferred_the_chosen_answers(
+        trainer_settings: TrainerSettings) -> None:
+    # the held-out pair ("The sky is blue." over "Potato.") is preferred before any training: scores after SFT
+    # cannot tell whether SFT taught it, so the preference stage runs (a shortened answer is such a pair too)
+    settings = skipping(trainer_settings)
+    data = tiny_data(sft=sft_rows(), dpo=dpo_rows())
+
+    stages, plan = plan_of(settings, run_job(settings, "support", data))
+
+    assert stages == ["sft", "dpo"]
+    assert any(p.startswith("preference stage kept: before SFT the model already preferred the chosen answer on "
+                            "100% of 1") for p in plan), plan
