@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,24 @@ HELD_OUT = ["Name a vegetable.", "What colour is grass?", "What is 2 + 5?", "Nam
 PREFIX = "Answer:"  # the users' preference: every answer starts with it
 
 
+def at_once(call, items: list) -> list:
+    """`call` on every item concurrently, as many users would (the engine batches them)."""
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(call, items))
+
+
 def served(client, prompts: list[str]) -> list[str]:
-    """Production's greedy answers, as a user gets them."""
-    return [client.chat.completions.create(model="loop", messages=[{"role": "user", "content": p}], max_tokens=24,
-                                           temperature=0).choices[0].message.content for p in prompts]
+    """Production's greedy answers, as users get them."""
+    return at_once(lambda p: client.chat.completions.create(
+        model="loop", messages=[{"role": "user", "content": p}], max_tokens=24, temperature=0,
+    ).choices[0].message.content, prompts)
+
+
+def answers_and_right(client, questions) -> tuple[list[str], int]:
+    """Production's answers to the held-out prompts, and how many closed-book questions it gets right."""
+    answers = served(client, HELD_OUT + [q.question for q in questions])
+    held_out, closed = answers[:len(HELD_OUT)], answers[len(HELD_OUT):]
+    return held_out, sum(is_correct(a, q.answers) for a, q in zip(closed, questions, strict=True))
 
 
 def test_feedback_trains_a_version_that_the_gateway_serves(gateway: Gateway, tmp_path: Path):
@@ -34,12 +49,11 @@ def test_feedback_trains_a_version_that_the_gateway_serves(gateway: Gateway, tmp
     client, http = gateway.client(), gateway.http()
     time.sleep(1)
     questions = closed_book(limit=8)
-    before = served(client, HELD_OUT)
-    right_before = sum(is_correct(a, q.answers) for a, q in zip(served(client, [q.question for q in questions]),
-                                                                 questions, strict=True))
-    for i, question in enumerate(QUESTIONS):
-        r = client.chat.completions.create(model="loop", messages=[{"role": "user", "content": question}],
-                                           max_tokens=24, temperature=1.0, n=2, user=f"user{i % 3}")
+    before, right_before = answers_and_right(client, questions)
+    answered = at_once(lambda i: client.chat.completions.create(
+        model="loop", messages=[{"role": "user", "content": QUESTIONS[i]}], max_tokens=24, temperature=1.0, n=2,
+        user=f"user{i % 3}"), list(range(len(QUESTIONS))))
+    for i, r in enumerate(answered):
         assert r.adapter == "loop@1"
         for choice in r.choices:
             answer = choice.message.content
@@ -75,9 +89,7 @@ def test_feedback_trains_a_version_that_the_gateway_serves(gateway: Gateway, tmp
         assert time.time() < deadline, "the promoted trained version did not reach the gateway"
         time.sleep(0.1)
 
-    after = served(client, HELD_OUT)
+    after, right_after = answers_and_right(client, questions)
     prefixed = [sum(a.startswith(PREFIX) for a in answers) for answers in (before, after)]
     assert prefixed[1] > prefixed[0] and prefixed[1] >= len(HELD_OUT) // 2, (before, after)
-    right_after = sum(is_correct(a, q.answers) for a, q in zip(served(client, [q.question for q in questions]),
-                                                                questions, strict=True))
     assert right_after >= right_before - 1, (right_before, right_after)  # one question of slack on 8
