@@ -183,6 +183,8 @@ class ChatHandler:
         self.metrics.latency.labels(*labels).observe(time.perf_counter() - p.started)
         if call.first_token_at is not None:
             self.metrics.ttft.labels(*labels).observe(call.first_token_at - p.started)
+        if call.time_per_output_token is not None:
+            self.metrics.time_per_output_token.labels(*labels).observe(call.time_per_output_token)
         self.metrics.prompt_tokens.labels(*labels).inc(call.prompt_tokens)
         self.metrics.completion_tokens.labels(*labels).inc(call.completion_tokens)
         if status == "ok":

@@ -96,6 +96,8 @@ class FakeEngine:
             await asyncio.sleep(self.delay)
             if call.first_token_at is None:
                 call.first_token_at = time.perf_counter()
+            if position == len(words) - 1 and position:  # as vLLM's stats: decode time over tokens after the first
+                call.time_per_output_token = (time.perf_counter() - call.first_token_at) / position
             call.completion_tokens += n
             text = (" " if position else "") + word
             last = position == len(words) - 1
