@@ -29,7 +29,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case():
     firing = {c["alertname"] for c in cases if c.get("exp_alerts")}
     quiet = {c["alertname"] for c in cases if not c.get("exp_alerts")}
     assert alerts == {"FlywheelVersionUpRateBelowReplaced", "FlywheelGatewayDown", "FlywheelEngineNotReady",
-                      "FlywheelTrainingFailingRepeatedly", "FlywheelFeedbackStoreRefusingWrites"}
+                      "FlywheelTrainingFailingRepeatedly", "FlywheelFeedbackStoreRefusingWrites",
+                      "FlywheelEngineSaturated"}
     assert alerts - firing == set(), "alerts without a case where they fire"
     assert alerts - quiet == set(), "alerts without a case where they stay quiet"
 

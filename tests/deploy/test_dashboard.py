@@ -1,10 +1,13 @@
-"""The Grafana dashboard: it loads, its PromQL parses (promtool), and it reads only metrics that exist."""
+"""The Grafana dashboard: it loads, its PromQL parses (promtool), and it reads only metrics that exist: the
+gateway's, and vLLM's own as its stat logger registers them (tests/integration/test_engine_metrics.py checks those
+against the real engine's /metrics)."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,17 +57,41 @@ def plain(expr: str) -> str:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The series names an expression reads (Flywheel's, recorded ones, and Prometheus' own)."""
+    """The series names an expression reads (Flywheel's, vLLM's, recorded ones, and Prometheus' own)."""
     unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    names = set(re.findall(r"(?<![\w:])(flywheel[\w:]*)", unquoted))
+    names = set(re.findall(r"(?<![\w:])((?:flywheel|vllm:)[\w:]*)", unquoted))
     return names | {n for n in PROMETHEUS_OWN if re.search(rf"(?<![\w:]){n}(?![\w:])", unquoted)}
 
 
+def register_vllm_metrics(folder: Path) -> None:
+    """vLLM's Prometheus stat logger, registered in prometheus_client's default registry as the engine does it at
+    start (a one-layer model config is enough: it reads the model's name and the engine's settings only)."""
+    from transformers import LlamaConfig
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.metrics.loggers import PrometheusStatLogger
+
+    LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=2, vocab_size=128, max_position_embeddings=64).save_pretrained(folder)
+    config = EngineArgs(model=str(folder), enable_lora=True, max_model_len=64, skip_tokenizer_init=True)
+    PrometheusStatLogger(config.create_engine_config(), [0])
+
+
 @pytest.fixture(scope="module")
-def scraped(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """/metrics of the app over the fake engine after a little of everything: chat on two versions of an
-    adapter and on the base model, ratings of both versions, a promote, and training runs."""
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """/metrics of the app over the fake engine, with vLLM's metrics registered as its engine registers them,
+    after a little of everything: chat on two versions of an adapter and on the base model, ratings of both
+    versions, a promote, and training runs."""
+    from vllm.v1.metrics.prometheus import unregister_vllm_metrics
+
     tmp = tmp_path_factory.mktemp("gateway")
+    register_vllm_metrics(tmp / "vllm-model")
+    try:
+        yield scrape_after_traffic(tmp)
+    finally:
+        unregister_vllm_metrics()  # other modules' apps in this process export no engine metrics
+
+
+def scrape_after_traffic(tmp: Path) -> str:
     base = write_tiny_base(tmp / "base")
     settings = Settings(data_dir=tmp / "data", model_path=base, registry_poll_seconds=0.05, max_lora_rank=8,
                         train_lora_rank=8)
@@ -110,7 +137,7 @@ def test_the_dashboard_is_well_formed():
         assert all(t["expr"].strip() and t["datasource"]["uid"] == uid for t in panel["targets"]), panel["title"]
     titles = " ".join(p["title"].lower() for p in board["panels"])
     for topic in ("requests", "tokens per second", "time to first token", "inter-token", "queue depth",
-                  "up-rate per version", "training runs"):
+                  "kv cache", "up-rate per version", "training runs"):
         assert topic in titles
     assert any(a["name"] == "Alias moves" for a in board["annotations"]["list"])
     provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "flywheel.yml").read_text())
@@ -167,11 +194,15 @@ def test_the_dashboard_and_the_alerts_read_only_exported_metrics(exported: set[s
     assert {name: where for name, where in used.items() if name not in known} == {}
     # Each alert's subject is a metric of the gateway's, not only recorded or Prometheus' own series.
     for topic in ("flywheel_engine_ready", "flywheel_training_consecutive_failures", "flywheel_version_up_rate",
-                  "flywheel_feedback_store_failing", "flywheel_feedback_store_failed_batches_total"):
+                  "flywheel_feedback_store_failing", "flywheel_feedback_store_failed_batches_total",
+                  "vllm:num_requests_waiting"):
         assert topic in used and topic in exported
 
 
 def test_the_name_check_sees_a_missing_metric(exported: set[str]):
     expr = 'rate(flywheel_requests_totl{status="flywheel_x"}[5m]) or up'
     assert metric_names(expr) == {"flywheel_requests_totl", "up"}  # quoted label values are no names
+    assert metric_names("sum(vllm:num_requests_waitin) / vllm:kv_cache_usage_perc") == {
+        "vllm:num_requests_waitin", "vllm:kv_cache_usage_perc"}
+    assert "vllm:num_requests_waitin" not in exported and "vllm:num_requests_waiting" in exported
     assert "flywheel_requests_totl" not in exported and "flywheel_requests_total" in exported
