@@ -25,8 +25,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from feedback.checkpointer import Checkpointer
 from feedback.errors import CompletionNotFound, FeedbackNotFound
@@ -64,6 +65,20 @@ from flywheel.migrations import migrate
 BUSY_TIMEOUT_S = 30.0
 CACHE_KIB = 64 * 1024  # per connection; SQLite's default (2 MiB) re-read index pages on every batch
 RECENT_COMPLETIONS = 100_000  # refs of committed completions kept in memory (~25 MB): most ratings are of these
+
+
+R = TypeVar("R", FeedbackRecord, PairRecord)
+
+
+@dataclass(frozen=True)
+class Stored(Generic[R]):
+    """What a submission left in the store: the record, and whether this call created it.
+
+    `created` is False for an idempotent repeat (a `feedback_id` already stored, by this process or another
+    replica): `record` is then the first submission's."""
+
+    record: R
+    created: bool
 
 
 def new_id(prefix: str) -> str:
@@ -215,11 +230,13 @@ class FeedbackStore(StoreQueries):
         return deleted
 
     # ---- ratings --------------------------------------------------------------------------------
-    def add_feedback(self, completion_id: str, rating: Rating, **options: Any) -> FeedbackRecord:
-        """Store a rating on one choice; returns once it is committed. Idempotent on `feedback_id`."""
+    def add_feedback(self, completion_id: str, rating: Rating, **options: Any) -> Stored[FeedbackRecord]:
+        """Store a rating on one choice; returns once it is committed.
+
+        Idempotent on `feedback_id`: a repeat stores nothing and returns the first record, `created` False."""
         return self._writer.run(_feedback_op(self.new_feedback(completion_id, rating, **options)))
 
-    async def add_feedback_async(self, completion_id: str, rating: Rating, **options: Any) -> FeedbackRecord:
+    async def add_feedback_async(self, completion_id: str, rating: Rating, **options: Any) -> Stored[FeedbackRecord]:
         """`add_feedback` for an event loop: waits for the commit without holding a thread."""
         return await self._writer.submit_async(_feedback_op(self.new_feedback(completion_id, rating, **options)))
 
@@ -259,11 +276,12 @@ class FeedbackStore(StoreQueries):
         )  # fmt: skip
 
     # ---- pairs ----------------------------------------------------------------------------------
-    def add_pair(self, **fields: Any) -> PairRecord:
-        """Store a preferred and a rejected answer (see `new_pair`); returns once committed."""
+    def add_pair(self, **fields: Any) -> Stored[PairRecord]:
+        """Store a preferred and a rejected answer (see `new_pair`); returns once committed (idempotent like
+        `add_feedback`)."""
         return self._writer.run(_pair_op(self.new_pair(**fields)))
 
-    async def add_pair_async(self, **fields: Any) -> PairRecord:
+    async def add_pair_async(self, **fields: Any) -> Stored[PairRecord]:
         """`add_pair` for an event loop: waits for the commit without holding a thread."""
         return await self._writer.submit_async(_pair_op(self.new_pair(**fields)))
 
@@ -328,20 +346,20 @@ class FeedbackStore(StoreQueries):
         self.close()
 
 
-def _feedback_op(rec: FeedbackRecord) -> Callable[[Connection], FeedbackRecord]:
+def _feedback_op(rec: FeedbackRecord) -> Callable[[Connection], Stored[FeedbackRecord]]:
     return lambda conn: _insert_feedback(conn, rec)
 
 
-def _pair_op(rec: PairRecord) -> Callable[[Connection], PairRecord]:
+def _pair_op(rec: PairRecord) -> Callable[[Connection], Stored[PairRecord]]:
     return lambda conn: _insert_pair(conn, rec)
 
 
-def _insert_feedback(conn: Connection, rec: FeedbackRecord) -> FeedbackRecord:
+def _insert_feedback(conn: Connection, rec: FeedbackRecord) -> Stored[FeedbackRecord]:
     """Insert one rating under the writer's transaction: first-wins on feedback_id, newest-wins per user."""
     if rec.feedback_id is not None:
         first = _by_client_id(conn, FEEDBACK_COLUMNS, "feedback", rec.feedback_id, feedback_from_row)
         if first is not None:
-            return first
+            return Stored(first, created=False)
     # validated against memory before queueing; retention may have deleted the row since (never dangle)
     if conn.execute("SELECT 1 FROM completions WHERE id = ?", (rec.completion_id,)).fetchone() is None:
         raise CompletionNotFound(f"no completion with id {rec.completion_id!r}")
@@ -355,16 +373,17 @@ def _insert_feedback(conn: Connection, rec: FeedbackRecord) -> FeedbackRecord:
     rec = FeedbackRecord(**{**rec.__dict__, "replaced": replaced})
     sql = f"INSERT INTO feedback ({FEEDBACK_COLUMNS}) VALUES ({placeholders(FEEDBACK_COLUMNS)}) ON CONFLICT DO NOTHING"
     if conn.execute(sql, feedback_row(rec)).rowcount == 0:  # lost a race to another process
-        return _by_client_id(conn, FEEDBACK_COLUMNS, "feedback", rec.feedback_id, feedback_from_row)
-    return rec
+        return Stored(_by_client_id(conn, FEEDBACK_COLUMNS, "feedback", rec.feedback_id, feedback_from_row),
+                      created=False)
+    return Stored(rec, created=True)
 
 
-def _insert_pair(conn: Connection, rec: PairRecord) -> PairRecord:
+def _insert_pair(conn: Connection, rec: PairRecord) -> Stored[PairRecord]:
     """Insert one pair under the writer's transaction: first-wins on feedback_id."""
     sql = f"INSERT INTO pairs ({PAIR_COLUMNS}) VALUES ({placeholders(PAIR_COLUMNS)}) ON CONFLICT DO NOTHING"
     if conn.execute(sql, pair_row(rec)).rowcount == 0:
-        return _by_client_id(conn, PAIR_COLUMNS, "pairs", rec.feedback_id, pair_from_row)
-    return rec
+        return Stored(_by_client_id(conn, PAIR_COLUMNS, "pairs", rec.feedback_id, pair_from_row), created=False)
+    return Stored(rec, created=True)
 
 
 def _by_client_id(

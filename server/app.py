@@ -155,9 +155,8 @@ def create_app(
                   description="OpenAI-compatible gateway with hot-swappable LoRA adapters and a feedback loop.")
     app.state.flywheel = state
     install_error_handlers(app)
-    app.router.routes.append(feedback.submit_feedback_route)  # its 405 and OpenAPI entry (the fast path serves it)
     app.add_middleware(feedback.FeedbackFastPath)  # the hottest route's requests, past routing
     for module in (health, chat, feedback, admin, training, console):
         app.include_router(module.router)
-    openapi.install(app, {"/v1/feedback": feedback.openapi_path()})
+    openapi.install(app)
     return app

@@ -2,7 +2,8 @@
 
 FastAPI generates most of it; this module corrects what FastAPI cannot know: validation errors are answered 400
 in OpenAI's error format (server/errors.py), not FastAPI's 422; the completion routes validate with vLLM's request
-types but document the bodies of server/protocol.py; `POST /v1/feedback` is a plain Starlette route.
+types but document the bodies of server/protocol.py; `POST /v1/feedback` reads its body itself (for speed, see
+server/routes/feedback.py) and documents `FeedbackRequest`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from server.feedback_protocol import FeedbackRequest
 from server.protocol import ChatCompletionBody, CompletionBody
 
+# the request body each of these POST routes validates itself, past FastAPI's body parameters
 DOCUMENTED_BODIES: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionBody,
     "/v1/completions": CompletionBody,
+    "/v1/feedback": FeedbackRequest,
 }
 REF = "#/components/schemas/{model}"
 
@@ -30,10 +34,8 @@ def _add_model(schema: dict, model: type[BaseModel]) -> dict:
     return {"$ref": REF.format(model=model.__name__)}
 
 
-def correct(schema: dict, extra_paths: dict[str, dict]) -> dict:
+def correct(schema: dict) -> dict:
     """The generated document, made to say what the app really does."""
-    for path, item in extra_paths.items():
-        schema["paths"].setdefault(path, {}).update(item)
     for path, model in DOCUMENTED_BODIES.items():
         ref = _add_model(schema, model)
         body = {"required": True, "content": {"application/json": {"schema": ref}}}
@@ -47,13 +49,13 @@ def correct(schema: dict, extra_paths: dict[str, dict]) -> dict:
     return schema
 
 
-def install(app: FastAPI, extra_paths: dict[str, dict]) -> None:
-    """Serve the corrected document at /openapi.json; `extra_paths` documents plain Starlette routes."""
+def install(app: FastAPI) -> None:
+    """Serve the corrected document at /openapi.json."""
     generate: Callable[[], dict] = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            app.openapi_schema = correct(generate(), extra_paths)
+            app.openapi_schema = correct(generate())
         return app.openapi_schema
 
     app.openapi = openapi

@@ -112,9 +112,10 @@ def test_an_idempotent_feedback_id_is_stored_once_whichever_replica_it_reaches(u
             t.start()
         for t in threads:
             t.join()
-        assert len({r.id for r in results}) == 1  # every replica answers with the first record
+        assert len({r.record.id for r in results}) == 1  # every replica answers with the first record
+        assert sum(r.created for r in results) == 1  # and only the one that stored it says it created it
         assert one._read("SELECT COUNT(*) FROM feedback WHERE client_id = 'client-key-1'") == [(1,)]
-        assert two.get_feedback("client-key-1").id == results[0].id
+        assert two.get_feedback("client-key-1").id == results[0].record.id
 
 
 def test_a_registry_database_of_schema_version_1_upgrades_in_place(url: str, tmp_path: Path) -> None:
@@ -168,7 +169,7 @@ def test_the_feedback_writer_reconnects_after_its_connection_is_killed(url: str)
         store.db.read("SELECT pg_terminate_backend(?)", [pid])  # the server drops the writer's connection
         with pytest.raises(StoreUnavailable, match="cannot be reached"):
             store.add_feedback(rec.id, "up", feedback_id="k1")  # nothing acknowledged
-        assert store.add_feedback(rec.id, "down", feedback_id="k1").rating == "down"  # a new connection
+        assert store.add_feedback(rec.id, "down", feedback_id="k1").record.rating == "down"  # a new connection
         assert store._read("SELECT COUNT(*) FROM feedback") == [(1,)]
 
 

@@ -71,6 +71,6 @@ def rate(store: FeedbackStore, make_completion: Callable[..., CompletionRecord])
     ) -> str:
         rec = make_completion(prompt, answer, adapter=adapter, version=version)
         store.record_completion(rec)
-        return store.add_feedback(rec.id, rating, user=user, correction=correction).id
+        return store.add_feedback(rec.id, rating, user=user, correction=correction).record.id
 
     return rate

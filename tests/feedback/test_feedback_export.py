@@ -268,7 +268,7 @@ def _served(store, make_completion, *, endpoint="chat.completions", prompt=None,
     choice = {**rec.choices[0], **({"tool_calls": tool_calls} if tool_calls else {})}
     rec = type(rec)(**{**vars(rec), "params": {"endpoint": endpoint}, "choices": [choice]})
     store.record_completion(rec)
-    return store.add_feedback(rec.id, "up").id
+    return store.add_feedback(rec.id, "up").record.id
 
 
 def test_raw_prompt_and_tool_call_turns_are_left_out_and_counted(store, make_completion):

@@ -105,8 +105,8 @@ def test_a_read_only_database_refuses_ratings_and_completions_then_recovers(stor
         asyncio.run(store.add_pair_async(prompt=[{"role": "user", "content": "Hi"}], chosen="a", rejected="b"))
     assert store._writer.writes_dropped == 1
     _read_only(store, False)
-    rating = asyncio.run(store.add_feedback_async(served.id, "down"))
-    assert store.get_feedback(rating.id).rating == "down"
+    stored = asyncio.run(store.add_feedback_async(served.id, "down"))
+    assert stored.created and store.get_feedback(stored.record.id).rating == "down"
     assert store._read("SELECT COUNT(*) FROM feedback") == [(1,)]  # only the one after the recovery
     assert store._read("SELECT COUNT(*) FROM pairs") == [(0,)]
     with pytest.raises(Exception, match="no completion"):

@@ -22,7 +22,7 @@ def test_pair_from_two_choices_of_one_completion(store, make_completion):
         rejected_completion_id=rec.id,
         chosen_choice_index=1,
         rejected_choice_index=0,
-    )
+    ).record
     assert isinstance(pair, PairRecord) and pair.id.startswith("pair_")
     assert (pair.chosen, pair.rejected, pair.prompt) == ("second poem", "first poem", PROMPT)
     assert (pair.adapter, pair.adapter_version) == ("bot", 1)
@@ -33,15 +33,16 @@ def test_pair_from_an_answer_and_its_regeneration(store, make_completion):
     a, b = make_completion(PROMPT, "old"), make_completion(PROMPT, "new", version=2)
     store.record_completion(a)
     store.record_completion(b)
-    pair = store.add_pair(chosen_completion_id=b.id, rejected_completion_id=a.id)
+    pair = store.add_pair(chosen_completion_id=b.id, rejected_completion_id=a.id).record
     assert (pair.chosen, pair.rejected, pair.adapter, pair.adapter_version) == ("new", "old", "bot", None)
 
 
 def test_pair_from_texts_and_idempotency(store):
     first = store.add_pair(prompt=PROMPT, chosen="good", rejected="bad", adapter="bot", feedback_id="p-1")
     again = store.add_pair(prompt=PROMPT, chosen="other", rejected="thing", adapter="bot", feedback_id="p-1")
-    assert again == first
-    assert store.get_feedback("p-1") == first
+    assert first.created and not again.created  # the store says which call stored it
+    assert again.record == first.record
+    assert store.get_feedback("p-1") == first.record
     assert _pair_count(store) == 1
 
 

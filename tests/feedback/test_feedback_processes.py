@@ -22,7 +22,7 @@ WORKER = textwrap.dedent(
     with FeedbackStore(db) as store:
         def submit(i):
             key = f"shared-{i}" if i < 300 else f"{tag}-{i}"
-            return store.add_feedback(f"c{i % 50}", "up", feedback_id=key).id
+            return store.add_feedback(f"c{i % 50}", "up", feedback_id=key).record.id
         with ThreadPoolExecutor(8) as pool:
             ids = list(pool.map(submit, range(400)))
     print(" ".join(ids[:300]))

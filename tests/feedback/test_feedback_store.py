@@ -11,7 +11,7 @@ import pytest
 
 from feedback.errors import CompletionNotFound, FeedbackNotFound, InvalidFeedback
 from feedback.records import FeedbackRecord
-from feedback.store import FeedbackStore, _insert_feedback
+from feedback.store import FeedbackStore, Stored, _insert_feedback
 
 
 def _rows(db: Path, table: str) -> int:
@@ -25,7 +25,7 @@ def test_get_completion_sees_a_queued_record_at_once(tmp_path, make_completion):
         rec = make_completion()
         store.record_completion(rec)
         assert store.get_completion(rec.id) == rec
-        assert store.add_feedback(rec.id, "up").completion_id == rec.id
+        assert store.add_feedback(rec.id, "up").record.completion_id == rec.id
 
 
 def test_unknown_completion_raises(store):
@@ -51,7 +51,7 @@ def test_feedback_is_committed_when_acknowledged(tmp_path, make_completion):
     with FeedbackStore(db, flush_interval=10.0) as store:
         rec = make_completion(answers=["a", "b"])
         store.record_completion(rec)
-        fb = store.add_feedback(rec.id, "down", choice_index=1, comment="wrong", correction="c", user="ann")
+        fb = store.add_feedback(rec.id, "down", choice_index=1, comment="wrong", correction="c", user="ann").record
         # Read through a separate connection, as another process would, before close().
         assert _rows(db, "feedback") == 1
         assert _rows(db, "completions") == 1  # queued before the feedback, so committed with or before it
@@ -64,19 +64,20 @@ def test_repeated_feedback_id_returns_the_first(store, make_completion):
     store.record_completion(rec)
     first = store.add_feedback(rec.id, "up", feedback_id="client-1")
     again = store.add_feedback(rec.id, "down", comment="changed my mind", feedback_id="client-1")
-    assert again == first
+    assert first.created and not again.created  # the store says which call stored it
+    assert again.record == first.record
     assert store.count_signals("bot") == 1
-    assert store.get_feedback("client-1") == first
+    assert store.get_feedback("client-1") == first.record
 
 
 def test_same_user_replaces_earlier_rating(store, make_completion):
     rec = make_completion(answers=["x", "y"])
     store.record_completion(rec)
-    first = store.add_feedback(rec.id, "up", user="ann")
+    first = store.add_feedback(rec.id, "up", user="ann").record
     assert first.replaced is False
-    second = store.add_feedback(rec.id, "down", user="ann")
+    second = store.add_feedback(rec.id, "down", user="ann").record
     assert second.replaced is True and second.id != first.id
-    other_choice = store.add_feedback(rec.id, "up", choice_index=1, user="ann")
+    other_choice = store.add_feedback(rec.id, "up", choice_index=1, user="ann").record
     assert other_choice.replaced is False
     store.add_feedback(rec.id, "up")  # anonymous ratings never replace each other
     store.add_feedback(rec.id, "up")
@@ -117,7 +118,7 @@ def test_odd_but_valid_unicode_is_accepted(store, make_completion):
     rec = make_completion()
     store.record_completion(rec)
     text = "Zażółć 🦀 עברית ‮ zero\u200bwidth\ttab\nline"
-    fb = store.add_feedback(rec.id, "up", comment=text, correction=text)
+    fb = store.add_feedback(rec.id, "up", comment=text, correction=text).record
     assert store.get_feedback(fb.id).comment == text
 
 
@@ -136,15 +137,16 @@ def test_concurrent_submissions_with_repeated_ids(store, make_completion):
     # 1,000 submissions; feedback_id k0..k699, so 300 are repeats, some racing each other.
     jobs = [(recs[i % 100].id, "up" if i % 3 else "down", f"k{i % 700}") for i in range(1000)]
 
-    def submit(job: tuple[str, str, str]) -> FeedbackRecord:
+    def submit(job: tuple[str, str, str]) -> Stored[FeedbackRecord]:
         return store.add_feedback(job[0], job[1], feedback_id=job[2])
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         results = list(pool.map(submit, jobs))
     by_key: dict[str, set[str]] = {}
-    for (_, _, key), fb in zip(jobs, results, strict=True):
-        by_key.setdefault(key, set()).add(fb.id)
+    for (_, _, key), result in zip(jobs, results, strict=True):
+        by_key.setdefault(key, set()).add(result.record.id)
     assert len(by_key) == 700
+    assert sum(result.created for result in results) == 700  # one per key, whichever submission won
     assert all(len(ids) == 1 for ids in by_key.values())  # every repeat got the first record back
     stored = store.rated_answers("bot")
     assert len(stored) == 700
@@ -158,8 +160,8 @@ def test_two_stores_on_one_file_share_data(tmp_path, make_completion):
         rec = make_completion()
         a.record_completion(rec)
         a.flush()
-        fb = b.add_feedback(rec.id, "up", feedback_id="same")
-        assert a.add_feedback(rec.id, "down", feedback_id="same") == fb
+        fb = b.add_feedback(rec.id, "up", feedback_id="same").record
+        assert a.add_feedback(rec.id, "down", feedback_id="same").record == fb
         assert a.get_feedback(fb.id) == fb
 
 
@@ -197,7 +199,7 @@ def test_ratings_resolve_completions_from_memory_and_from_disk(tmp_path, make_co
         assert store.completion_ref(rec.id) == rec.ref()  # committed, still remembered
     with FeedbackStore(db) as fresh:  # a new process: nothing in memory, one narrow read
         assert fresh.completion_ref(rec.id).choice_indexes == (0, 1)
-        assert fresh.add_feedback(rec.id, "down", choice_index=1).adapter == rec.adapter
+        assert fresh.add_feedback(rec.id, "down", choice_index=1).record.adapter == rec.adapter
 
 
 def test_a_rating_racing_retention_is_refused_not_dangling(store, make_completion):

@@ -37,5 +37,5 @@ def test_a_pair_prompt_with_a_role_outside_the_vocabulary_is_refused(store: Feed
 
 @pytest.mark.parametrize("role", ROLES)
 def test_every_role_of_the_vocabulary_is_stored(store: FeedbackStore, role: str) -> None:
-    pair = store.add_pair(prompt=[{"role": role, "content": "Hi"}], chosen="Hello.", rejected="Go away.")
+    pair = store.add_pair(prompt=[{"role": role, "content": "Hi"}], chosen="Hello.", rejected="Go away.").record
     assert pair.prompt[0]["role"] == role

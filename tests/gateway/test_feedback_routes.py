@@ -34,8 +34,12 @@ def test_pairs_from_two_choices(client: TestClient):
     r = client.post("/v1/feedback/pairs", json={"chosen_completion_id": completion["id"], "chosen_choice_index": 1,
                                                 "rejected_completion_id": completion["id"]})
     assert r.status_code == 400  # the fake engine's two choices are identical: nothing to prefer
-    r = client.post("/v1/feedback/pairs", json={"prompt": HI, "chosen": "Hi!", "rejected": "Go away."})
+    pair = {"prompt": HI, "chosen": "Hi!", "rejected": "Go away.", "feedback_id": "pair-1"}
+    r = client.post("/v1/feedback/pairs", json=pair)
     assert r.status_code == 201 and r.json()["id"].startswith("pair_")
+    again = client.post("/v1/feedback/pairs", json={**pair, "chosen": "Hello!"})
+    assert again.status_code == 201 and again.json()["id"] == r.json()["id"]
+    assert 'flywheel_feedback_total{adapter="",rating="pair",version=""} 1.0' in client.get("/metrics").text
 
 
 def test_bad_feedback(client: TestClient):
