@@ -6,7 +6,7 @@ import json
 
 from feedback.records import PairRecord, RatedAnswer
 from feedback.schema import FEEDBACK_COLUMNS, PAIR_COLUMNS, feedback_from_row, pair_from_row
-from flywheel.database import SQLITE, Dialect
+from flywheel.dialect import SQLITE, Dialect
 
 # Counts that read the same in SQLite and PostgreSQL (which cannot SUM a boolean)
 UP = "SUM(CASE WHEN rating = 'up' THEN 1 ELSE 0 END)"

@@ -15,7 +15,8 @@ from adapters.runs import RunStore
 from feedback.reader import FeedbackReader
 from feedback.store import FeedbackStore
 from flywheel import database
-from flywheel.database import Database, Dialect
+from flywheel.database import Database
+from flywheel.dialect import Dialect
 from tests.postgres import empty_database
 
 
