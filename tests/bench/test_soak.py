@@ -129,9 +129,9 @@ def test_config_errors_name_the_flag():
 
 @pytest.mark.integration
 def test_a_short_soak_against_the_real_gateway(tmp_path: Path):
-    """45 s of 8 streams over the base model and 3 adapters, feedback beside them, a promote and a rollback."""
-    cmd = [sys.executable, "-m", "flywheel", "bench", "soak", "--duration", "45", "--concurrency", "8",
-           "--max-tokens", "16", "--window", "10", "--warmup", "10", "--swap-every", "15", "--sample-every", "2",
+    """30 s of 8 streams over the base model and 3 adapters, feedback beside them, a promote and a rollback."""
+    cmd = [sys.executable, "-m", "flywheel", "bench", "soak", "--duration", "30", "--concurrency", "8",
+           "--max-tokens", "16", "--window", "10", "--warmup", "10", "--swap-every", "10", "--sample-every", "2",
            "--feedback-rate", "20", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     log = tmp_path / "work" / "gateway.log"
@@ -143,9 +143,9 @@ def test_a_short_soak_against_the_real_gateway(tmp_path: Path):
                 "drift_after_warmup", "p99_flatness", "targets", "passed", "requests_by_target"):
         assert key in data
     assert set(data["requests_by_target"]) == {"base", "soak0", "soak1", "soak2"}
-    assert len(data["windows"]) == 4 and all(w["requests"] > 0 for w in data["windows"])
+    assert len(data["windows"]) == 3 and all(w["requests"] > 0 for w in data["windows"])
     samples = data["samples"]
-    assert len(samples) >= 20
+    assert len(samples) >= 12  # every 2 s over 30 s
     assert all(s["gateway_rss_mib"] > 0 and s["engine_rss_mib"] > 0 and s["gateway_fds"] > 0 for s in samples)
     assert any(name.startswith("VLLM::") for name in samples[-1]["processes"])
     assert samples[-1]["feedback_wal_kib"] > 0  # the feedback was written

@@ -1,8 +1,10 @@
 """Crashes leave nothing behind: kill -9 of the gateway, then of its engine, with the real vLLM engine.
 
-One data directory through three lives of the gateway: (1) killed with 1,000 ratings in flight; (2) restarted
-cleanly on the same data, every acknowledged rating still there; its engine then killed under it, which turns
-it unready, answers 503 and makes it exit non-zero; (3) restarted again, serving.
+One data directory through two lives of the gateway: (1) killed with 1,000 ratings in flight; (2) restarted
+cleanly on the same data and port, serving, every acknowledged rating still there; its engine then killed under
+it, which turns it unready, answers 503 and makes it exit non-zero. A restart after that exit is the restart of
+life 2 (a supervisor's start on data left by a dead gateway), so it is not run a third time: each start of the
+real engine costs half a minute of the suite.
 """
 
 from __future__ import annotations
@@ -126,13 +128,5 @@ def test_kill_9_leaves_no_engine_loses_no_acknowledged_rating_and_a_dead_engine_
     finally:
         if proc.poll() is None:
             stop(proc)
-
-    proc, gw = launch(env, log)
-    engine = vllm_processes(proc.pid)
-    try:
-        assert completions(gw, 1)
-    finally:
-        stop(proc)
-    assert not wait_gone(engine)
     leaked = {path for path in shm if os.path.exists(path)}
     assert not leaked, f"shared memory left behind: {sorted(leaked)}"

@@ -79,22 +79,26 @@ def gateway_texts(gateway: Gateway, adapter: str | None) -> list[str]:
     return texts
 
 
+@pytest.fixture(scope="module")
+def alone(parity_gateway: Gateway, adapter_dirs: dict[str, Path]) -> dict[str | None, list[str]]:
+    """The gateway's greedy texts for the base (None) and each adapter, one request in flight at a time."""
+    return {name: gateway_texts(parity_gateway, name) for name in [None, *adapter_dirs]}
+
+
 def test_greedy_tokens_equal_transformers_with_the_adapter_merged(parity_gateway: Gateway,
-                                                                   adapter_dirs: dict[str, Path]):
-    base = gateway_texts(parity_gateway, None)
-    assert base == reference_texts(parity_gateway.model_dir, None)
+                                                                   adapter_dirs: dict[str, Path],
+                                                                   alone: dict[str | None, list[str]]):
+    assert alone[None] == reference_texts(parity_gateway.model_dir, None)
     for name, folder in adapter_dirs.items():
-        served = gateway_texts(parity_gateway, name)
-        assert served == reference_texts(parity_gateway.model_dir, folder), name
-        assert served != base, f"{name} does not change the answers: the comparison would prove nothing"
+        assert alone[name] == reference_texts(parity_gateway.model_dir, folder), name
+        assert alone[name] != alone[None], f"{name} does not change the answers: the comparison would prove nothing"
 
 
-def test_a_batch_mixing_adapters_answers_as_each_alone(parity_gateway: Gateway, adapter_dirs: dict[str, Path]):
+def test_a_batch_mixing_adapters_answers_as_each_alone(parity_gateway: Gateway, alone: dict[str | None, list[str]]):
     """All adapters and the base in flight at once: one engine step carries several adapters' rows."""
     from concurrent.futures import ThreadPoolExecutor
 
-    names = [None, *adapter_dirs]
-    alone = {name: gateway_texts(parity_gateway, name) for name in names}
+    names = list(alone)
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         together = dict(zip(names, pool.map(lambda n: gateway_texts(parity_gateway, n), names), strict=True))
     assert together == alone

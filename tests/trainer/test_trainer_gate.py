@@ -26,6 +26,12 @@ def fresh_adapter(model_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return save_adapter(model, tmp_path_factory.mktemp("fresh") / "adapter")
 
 
+@pytest.fixture(scope="module")
+def base_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One base-answer cache for the module: the base's answers are the same in every test (trainer.base_answers)."""
+    return tmp_path_factory.mktemp("base-answers")
+
+
 def damage(adapter: Path, out: Path, scale: float) -> Path:
     """Copy an adapter with large random B weights: a candidate that has forgotten how to write."""
     out.mkdir()
@@ -44,8 +50,8 @@ def test_general_text_ships_with_the_package() -> None:
     assert len(paragraphs) >= 40 and all(len(p) > 100 for p in paragraphs)
 
 
-def test_gate_passes_a_candidate_equal_to_production(model_path: Path, fresh_adapter: Path) -> None:
-    result = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(), tiny_gate())
+def test_gate_passes_a_candidate_equal_to_production(model_path: Path, base_cache: Path, fresh_adapter: Path) -> None:
+    result = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(), tiny_gate(), cache_dir=base_cache)
     assert result.passed, result.reasons
     assert result.metrics["preference_win_rate"] == 0.5  # ties count half
     assert result.metrics["candidate_ppl"] == pytest.approx(result.metrics["production_ppl"])
@@ -53,9 +59,10 @@ def test_gate_passes_a_candidate_equal_to_production(model_path: Path, fresh_ada
     assert result.metrics["candidate_correctness"] == result.metrics["production_correctness"] > 0
 
 
-def test_gate_rejects_a_damaged_candidate(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
+def test_gate_rejects_a_damaged_candidate(model_path: Path, base_cache: Path,
+                                          fresh_adapter: Path, tmp_path: Path) -> None:
     damaged = damage(fresh_adapter, tmp_path / "damaged", scale=0.5)
-    result = evaluate(model_path, damaged, None, held_out(), tiny_gate())
+    result = evaluate(model_path, damaged, None, held_out(), tiny_gate(), cache_dir=base_cache)
     assert not result.passed
     assert result.metrics["compared_with"] == "base"
     assert result.metrics["candidate_ppl"] > 2 * result.metrics["production_ppl"]
@@ -65,18 +72,20 @@ def test_gate_rejects_a_damaged_candidate(model_path: Path, fresh_adapter: Path,
     assert any(r.startswith("correctness:") for r in result.reasons)
 
 
-def test_gate_catches_drift_from_the_base_across_rounds(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
+def test_gate_catches_drift_from_the_base_across_rounds(model_path: Path, base_cache: Path,
+                                                        fresh_adapter: Path, tmp_path: Path) -> None:
     # Production has already drifted; a candidate no worse than production still fails against the base.
     drifted = damage(fresh_adapter, tmp_path / "drifted", scale=0.3)
-    result = evaluate(model_path, drifted, drifted, held_out(), tiny_gate())
+    result = evaluate(model_path, drifted, drifted, held_out(), tiny_gate(), cache_dir=base_cache)
     assert result.metrics["candidate_ppl"] > 1.1 * result.metrics["base_ppl"], result.metrics
     forgetting = [r for r in result.reasons if r.startswith("forgetting:")]
     assert forgetting == [r for r in forgetting if "against base's" in r] != []
-    lenient = evaluate(model_path, drifted, drifted, held_out(), tiny_gate(max_ppl_increase_vs_base=None))
+    lenient = evaluate(model_path, drifted, drifted, held_out(), tiny_gate(max_ppl_increase_vs_base=None),
+                       cache_dir=base_cache)
     assert not any(r.startswith("forgetting:") for r in lenient.reasons)
 
 
-def test_gate_rejects_fluent_wrong_answers(model_path: Path, tmp_path: Path) -> None:
+def test_gate_rejects_fluent_wrong_answers(model_path: Path, base_cache: Path, tmp_path: Path) -> None:
     # The failure perplexity does not see: answers in good English that state the wrong fact.
     questions = closed_book(limit=12)
     rows = [{"prompt": user(q.question), "completion": assistant("I am sure the answer is Monaco.")}
@@ -88,31 +97,35 @@ def test_gate_rejects_fluent_wrong_answers(model_path: Path, tmp_path: Path) -> 
 
     lenient = tiny_gate(min_preference_win_rate=0, max_loglik_drop=100, max_ppl_increase=10,
                         max_ppl_increase_vs_base=None)  # only the correctness check can reject
-    result = evaluate(model_path, wrong, None, held_out(), lenient)
+    result = evaluate(model_path, wrong, None, held_out(), lenient, cache_dir=base_cache)
     assert not result.passed
     assert result.metrics["candidate_correctness"] < result.metrics["base_correctness"], result.metrics
     assert result.reasons and all(r.startswith("correctness:") for r in result.reasons), result.reasons
     assert len(result.metrics["correctness_samples"]["candidate"]) == 3  # the run record shows what it said
 
 
-def test_gate_without_its_evaluation_set_rejects(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
+def test_gate_without_its_evaluation_set_rejects(model_path: Path, base_cache: Path,
+                                                 fresh_adapter: Path, tmp_path: Path) -> None:
     result = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(),
-                      tiny_gate(correctness_set=str(tmp_path / "missing.jsonl")))
+                      tiny_gate(correctness_set=str(tmp_path / "missing.jsonl")), cache_dir=base_cache)
     assert not result.passed
     assert any(r.startswith("correctness: cannot score the candidate") and "missing.jsonl" in r
                for r in result.reasons), result.reasons
 
 
-def test_a_saturated_preference_is_not_judged_on_win_rate(model_path: Path, fresh_adapter: Path) -> None:
+def test_a_saturated_preference_is_not_judged_on_win_rate(model_path: Path, base_cache: Path,
+                                                          fresh_adapter: Path) -> None:
     # Production already prefers "The sky is blue." to "Potato.": a win rate against it says nothing new.
-    saturated = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(), tiny_gate(min_preference_win_rate=1))
+    saturated = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(), tiny_gate(min_preference_win_rate=1),
+                         cache_dir=base_cache)
     assert saturated.metrics["production_preference_accuracy"] == 1.0
     assert saturated.metrics["preference_check"].startswith("saturated:")
     assert not any(r.startswith("preference:") for r in saturated.reasons)
     # Chosen and rejected swapped: production does not prefer the chosen side, so the check applies.
     pair = held_out().pairs[0]
     swapped = HeldOut(pairs=[{**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]}])
-    applied = evaluate(model_path, fresh_adapter, fresh_adapter, swapped, tiny_gate(min_preference_win_rate=1))
+    applied = evaluate(model_path, fresh_adapter, fresh_adapter, swapped, tiny_gate(min_preference_win_rate=1),
+                       cache_dir=base_cache)
     assert applied.metrics["preference_check"] == "applied"
     assert any(r.startswith("preference:") for r in applied.reasons)
 
