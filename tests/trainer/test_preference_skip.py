@@ -9,6 +9,7 @@ from trainer_samples import assistant, dpo_rows, sft_rows, tiny_data, tiny_gate,
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainer.config import TrainerSettings
+from trainer.dataset import HeldOut, TrainingData
 from trainer.job import run_job
 from trainer.scoring import OneModel, Scorer, preference_accuracy
 
@@ -39,10 +40,32 @@ def skipping(settings: TrainerSettings, **train: object) -> TrainerSettings:
     return replace(settings, gate=lenient, train=replace(settings.train, skip_learned_preference=True, **train))
 
 
+# Users want a made-up answer the base would never give: the base prefers the true one, and SFT on the
+# users' answer teaches it the preference (the held-out pair's chosen answer is the trained completion).
+ODD = "Zorblat quing."
+ODD_QUESTIONS = ["What is the capital of France?", "What colour is the sky?", "Name a fruit.", "What is 2 + 2?"]
+ODD_PAIR = {"prompt": user(ODD_QUESTIONS[0]), "chosen": assistant(ODD),
+            "rejected": assistant("The capital of France is Paris.")}
+
+
 def plan_of(settings: TrainerSettings, run) -> tuple[list[str], list[str]]:
     assert run.status == "succeeded", run.error
     metrics = settings.registry().get_version("support", run.result_version).metrics
     return [s["name"] for s in metrics["stages"]], metrics["plan"]
+
+
+def test_run_skips_dpo_when_sft_taught_the_preference(trainer_settings: TrainerSettings) -> None:
+    settings = skipping(trainer_settings, max_steps=12)
+    data = TrainingData.from_rows(
+        sft=[{"prompt": user(q), "completion": assistant(ODD)} for q in ODD_QUESTIONS],
+        dpo=[{**ODD_PAIR, "prompt": user(q)} for q in ODD_QUESTIONS],
+        held_out=HeldOut(pairs=[ODD_PAIR]), feedback_ids=["fb_odd"])
+
+    stages, plan = plan_of(settings, run_job(settings, "support", data))
+
+    assert stages == ["sft"], plan
+    assert any(p.startswith("no preference stage: after SFT the model prefers the chosen answer on 100% of 1 ")
+               and "(>= " in p and "; 0% before SFT)" in p for p in plan), plan
 
 
 def test_run_keeps_dpo_when_the_start_model_already_preferred_the_chosen_answers(
