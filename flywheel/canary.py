@@ -92,12 +92,19 @@ def canary_started(moves: Iterable[AliasMove], canary: int) -> float | None:
     return started
 
 
-def review(source: RatingSource, moves: Iterable[AliasMove], adapter: str, production: int, canary: int,
+def review(source: RatingSource, moves: Iterable[AliasMove], adapter: str, production: int | None, canary: int,
            policy: PromotionPolicy) -> CanaryReview:
-    """Tally production and the canary over the ratings since the canary started, and decide."""
+    """Tally production and the canary over the ratings since the canary started, and decide.
+
+    Without a production version there is nothing to compare with: the canary's tally, and "wait".
+    """
     since = canary_started(moves, canary)
     counts = source.rating_counts(adapter, since=since)
-    prod, cand = tally(counts, adapter, production), tally(counts, adapter, canary)
+    cand = tally(counts, adapter, canary)
+    if production is None:
+        return CanaryReview(Tally(0, 0), cand, since,
+                            CanaryDecision("wait", None, "no production version to compare the canary with"))
+    prod = tally(counts, adapter, production)
     return CanaryReview(prod, cand, since, decide_canary(prod.up, prod.rated, cand.up, cand.rated, policy))
 
 

@@ -10,7 +10,7 @@ from adapters.names import CANARY, PRODUCTION, check_name
 from adapters.runs import Run
 from adapters.version import AdapterVersion
 from feedback.timeline import FeedbackTimeline
-from flywheel.canary import CanaryDecision, Tally, canary_started, policy_of, review, tally
+from flywheel.canary import CanaryDecision, Tally, policy_of, review
 from server.console.loss_curve import loss_plot
 from server.console.plot import Plot, plot
 from server.state import GatewayState
@@ -105,17 +105,9 @@ class ConsoleViews:
             return None
         policy = policy_of(self.state.settings)
         canary, production = aliases[CANARY], aliases.get(PRODUCTION)
-        moves = self.state.registry.history(name, CANARY)
-        if production is None:  # the review leaves such a canary alone (nothing to compare with)
-            since = canary_started(moves, canary)
-            counts = self.state.feedback.rating_counts(name, since=since)
-            cand, prod = tally(counts, name, canary), Tally(0, 0)
-            decision = CanaryDecision("wait", None, "no production version to compare the canary with")
-        else:
-            r = review(self.state.feedback, moves, name, production, canary, policy)
-            cand, prod, since, decision = r.canary, r.production, r.since, r.decision
-        return CanaryView(self.state.settings.canary_share, canary, production, cand, prod, since,
-                          policy.canary_min_feedback, policy.canary_alpha, decision)
+        r = review(self.state.feedback, self.state.registry.history(name, CANARY), name, production, canary, policy)
+        return CanaryView(self.state.settings.canary_share, canary, production, r.canary, r.production, r.since,
+                          policy.canary_min_feedback, policy.canary_alpha, r.decision)
 
     def history(self, name: str, page: int) -> Page:
         return self.catalog.history(check_name(name), offset_of(page), PAGE_SIZE)
