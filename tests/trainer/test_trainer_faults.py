@@ -1,5 +1,5 @@
 """Out of memory in each stage of a run: the run fails with the reason and its stage, the lock is freed,
-nothing is registered, no staging folder is left behind. (A run killed by SIGKILL is test_trainer_job.py's.)
+nothing is registered, no staging folder is left behind. (A run killed by SIGKILL is test_trainer_sigkill.py's.)
 
 The fault is raised by the stage's own entry point, as the allocator raises MemoryError from inside it; the
 real stages before it run for real.
