@@ -51,6 +51,7 @@ def trainer_settings(settings: Settings, **overrides: object) -> TrainerSettings
         adapters_dir=settings.adapters_dir,
         feedback_db=settings.feedback_db,
         runs_db=settings.trainer_db,
+        work_dir=settings.data_dir / "work",  # on the data volume, where the next run clears what a killed one left
         cache_dir=settings.data_dir / "cache",
         max_lora_rank=settings.max_lora_rank,
         lora=settings.recipe(LoraRecipe),

@@ -212,3 +212,13 @@ def test_sigkill_in_each_stage_leaves_nothing_behind(stage: str, forks: Forks, t
     assert dead.status == "failed" and "died" in dead.error, dead
     assert store.lock_holder(ADAPTER) is None
     assert leftovers(work) == set()
+
+
+def test_runs_started_from_the_settings_work_on_the_data_volume(model_path: Path, tmp_path: Path) -> None:
+    # A killed run's folder must be where the next run looks: the data directory, not a system temp dir
+    # that another installation (or a tmpfs the size of RAM) shares.
+    from flywheel.settings import Settings
+    from trainer.cli import trainer_settings
+
+    settings = trainer_settings(Settings(data_dir=tmp_path / "data", model_path=model_path))
+    assert settings.work_dir == tmp_path / "data" / "work"
