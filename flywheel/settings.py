@@ -173,6 +173,10 @@ class Settings(_TrainerKnobs):
         "(loopback only), and refuses every request once user keys are set."
     )
     access_log: bool = Field(False, description="Log every HTTP request (costs event-loop time under load).")
+    max_upload_mib: int = Field(
+        512, ge=1, description="Largest adapter file that POST /admin/adapters/{name}/versions accepts, in MiB; "
+        "a bigger one is answered 413."
+    )
     allow_insecure: bool = Field(
         False, description="Allow binding to a non-loopback address without keys. Never in production."
     )

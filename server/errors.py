@@ -50,6 +50,10 @@ class Forbidden(GatewayError):
     status, type, code = 403, "permission_error", "forbidden"
 
 
+class PayloadTooLarge(GatewayError):
+    status, code = 413, "payload_too_large"
+
+
 class Overloaded(GatewayError):
     status, type, code = 429, "rate_limit_error", "overloaded"
 
@@ -91,7 +95,9 @@ ERROR_DESCRIPTIONS = {
     401: "Missing or invalid API key.",
     403: "/admin is disabled (user keys are set but no admin key).",
     404: "The adapter, version, model, completion, feedback or run named does not exist.",
+    405: "The path has no such method; `Allow` lists the ones it has.",
     409: "Conflict with the current state (an adapter version that cannot be loaded, an alias that cannot move).",
+    413: "An uploaded file is larger than the gateway accepts (FLYWHEEL_MAX_UPLOAD_MIB).",
     429: "Too many requests in flight; retry shortly.",
     503: "The engine, the registry or the feedback store cannot serve right now.",
 }

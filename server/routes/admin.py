@@ -19,7 +19,7 @@ from server.admin_protocol import (
     VersionOut,
 )
 from server.auth import require_admin
-from server.errors import error_responses
+from server.errors import PayloadTooLarge, error_responses
 from server.state import ResolverDep, StateDep
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)],
@@ -29,7 +29,7 @@ Version = Annotated[int, Path(ge=1, le=MAX_ID, description="A version number.")]
 Alias = Annotated[str, Path(pattern=ALIAS_PATTERN, max_length=64, description="An alias (not all digits).")]
 FOUND = error_responses(400, 404)  # a malformed name or version; an unknown adapter or version
 MOVES = error_responses(400, 404, 409)  # and a move the registry refuses (a rejected or broken version)
-MAX_UPLOAD = 512 * 1024 * 1024
+MIB = 1024 * 1024
 
 
 async def get_admin(state: StateDep, resolver: ResolverDep) -> AdminService:
@@ -68,15 +68,24 @@ def history(name: Name, state: StateDep) -> list[EventOut]:
     return [EventOut.of(e) for e in state.registry.history(name)]
 
 
-@router.post("/adapters/{name}/versions", status_code=201, responses=MOVES)
+async def _read(upload: UploadFile, limit_mib: int) -> bytes:
+    """An uploaded file's bytes; PayloadTooLarge past the limit (never cut short: a truncated file read as a 400)."""
+    data = await upload.read(limit_mib * MIB + 1)
+    if len(data) > limit_mib * MIB:
+        raise PayloadTooLarge(f"{upload.filename or 'the file'} is larger than {limit_mib} MiB "
+                              "(FLYWHEEL_MAX_UPLOAD_MIB)", upload.filename)
+    return data
+
+
+@router.post("/adapters/{name}/versions", status_code=201, responses={**MOVES, **error_responses(413)})
 async def register(
-    name: Name, admin: AdminDep, request: Request,
+    name: Name, admin: AdminDep, state: StateDep, request: Request,
     adapter_config: Annotated[UploadFile, File(description="adapter_config.json")],
     adapter_model: Annotated[UploadFile, File(description="adapter_model.safetensors")],
     alias: Annotated[str | None, Form()] = None,
 ) -> VersionOut:
-    config = await adapter_config.read(MAX_UPLOAD)
-    weights = await adapter_model.read(MAX_UPLOAD)
+    config = await _read(adapter_config, state.settings.max_upload_mib)
+    weights = await _read(adapter_model, state.settings.max_upload_mib)
     return VersionOut.of(await admin.register_upload(name, config, weights, alias, actor_of(request)))
 
 

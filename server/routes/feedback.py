@@ -14,12 +14,14 @@ docs/bench_feedback.md has the runs before and after.
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -94,6 +96,13 @@ async def submit_pair(body: PairRequest, state: StateDep) -> JSONResponse:
     return JSONResponse(_body(record), status_code=201)
 
 
-@router.get("/{feedback_id}", dependencies=USER_KEY)
-async def read_feedback(feedback_id: str, state: StateDep) -> dict:
+@router.get("/{feedback_id}", dependencies=USER_KEY, responses=error_responses(405))
+async def read_feedback(
+    feedback_id: Annotated[str, Path(description="A server id (`fb_...`, `pair_...`) or the client's feedback_id. "
+                                                 "`pairs` is the path of POST /v1/feedback/pairs: GET there is 405.")],
+    state: StateDep,
+) -> dict:
+    """A stored rating or pair."""
+    if feedback_id == "pairs":  # no listing of pairs: a user key would read every user's (the handler adds Allow)
+        raise HTTPException(405)
     return _body(state.feedback.get_feedback(feedback_id))
