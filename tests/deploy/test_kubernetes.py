@@ -5,8 +5,9 @@ schemas for KUBERNETES_VERSION, offline. The ServiceMonitor, a CRD kubernetes-va
 validated with jsonschema against prometheus-operator's openAPIV3Schema (an excerpt, tests/deploy/
 servicemonitor_schema.yaml, which says what it leaves out). Then the manifests must agree with the code: every
 variable they set is a Settings field and the pod's environment builds a valid Settings, the probe and scrape
-paths are the app's routes, ports match, the commands parse as real `flywheel` commands. Each checker is also
-run once on a broken copy, so a check that cannot fail is caught.
+paths are the app's routes, ports match, the commands parse as real `flywheel` commands, and every container
+runs as the image's own non-root user (deploy/Dockerfile) without privileges on a read-only root filesystem, with
+a volume wherever it writes. Each checker is also run once on a broken copy, so a check that cannot fail is caught.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from flywheel.cli import app as flywheel_cli
 from flywheel.settings import Settings
 from server.routes import health
 from tests.deploy.conftest import DEPLOY
+from tests.deploy.test_image_user import DOCKERFILE, ImageUser, image_user
 
 KUBERNETES = DEPLOY / "kubernetes"
 KUBERNETES_VERSION = "1.33.0"  # the oldest release still supported upstream when this was written
@@ -77,6 +79,36 @@ def pod_environment(resources: list[dict], container: dict) -> dict[str, str]:
         env.update(found.get("data", {}) | found.get("stringData", {}))
     env.update({e["name"]: e["value"] for e in container.get("env", [])})
     return env
+
+
+def security_problems(resources: list[dict], image: ImageUser) -> list[str]:
+    """What lets a container run as root or gain privileges, or leaves a path it writes read-only.
+
+    The pod runs as the image's uid:gid, fsGroup makes the volumes (the PVC too) writable for it, and each
+    container drops every capability on a read-only root: /tmp and the image's HOME (vLLM's, Triton's, torch's
+    caches) must be mounted volumes. The namespace enforces Pod Security "restricted" on top."""
+    problems = []
+    namespace = find(resources, "Namespace", "flywheel")["metadata"].get("labels", {})
+    if namespace.get("pod-security.kubernetes.io/enforce") != "restricted":
+        problems.append("namespace: Pod Security 'restricted' is not enforced")
+    expected = {"runAsNonRoot": True, "runAsUser": image.uid, "runAsGroup": image.gid, "fsGroup": image.gid,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+    for pod, container in containers(resources):
+        name, pod_context = container["name"], pod.get("securityContext", {})
+        problems += [f"{name}: pod {k} is {pod_context.get(k)!r}, not {v!r}" for k, v in expected.items()
+                     if pod_context.get(k) != v]
+        context = container.get("securityContext", {})
+        if any(k in context for k in ("runAsUser", "runAsGroup", "runAsNonRoot", "privileged")):
+            problems.append(f"{name}: overrides the pod's user or asks for privileges")  # one user, set once
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        if context.get("capabilities") != {"drop": ["ALL"]}:
+            problems.append(f"{name}: capabilities are not drop ALL")
+        if context.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: the root filesystem is writable")
+        mounts = {m["mountPath"] for m in container.get("volumeMounts", []) if not m.get("readOnly")}
+        problems += [f"{name}: nothing writable at {path}" for path in ("/tmp", image.home) if path not in mounts]
+    return problems
 
 
 def setting_problems(resources: list[dict]) -> list[str]:
@@ -224,3 +256,37 @@ def test_commands_are_real_flywheel_commands(resources):
         parse_cli(["serve", "--no-trainerr"])
     with pytest.raises(LookupError):
         parse_cli(["trian", "--watch"])
+
+
+def test_every_container_runs_as_the_images_non_root_user(resources):
+    image = image_user(DOCKERFILE.read_text())
+    assert image.uid not in (None, 0) and image.home
+    assert security_problems(resources, image) == []
+    assert {c["name"] for _, c in containers(resources)} == {"gateway", "trainer", "base-model"}
+
+
+def test_a_container_that_may_run_as_root_is_caught(resources):
+    image = image_user(DOCKERFILE.read_text())
+    for change, expected in [
+        (lambda pod, c: pod["securityContext"].pop("runAsNonRoot"), "gateway: pod runAsNonRoot is None"),
+        (lambda pod, c: pod["securityContext"].update(runAsUser=0), "gateway: pod runAsUser is 0"),
+        (lambda pod, c: pod["securityContext"].pop("fsGroup"), "gateway: pod fsGroup is None"),
+        (lambda pod, c: c["securityContext"].update(runAsUser=0), "gateway: overrides the pod's user"),
+        (lambda pod, c: c["securityContext"].pop("capabilities"), "gateway: capabilities are not drop ALL"),
+        (lambda pod, c: c["securityContext"].update(readOnlyRootFilesystem=False), "gateway: the root filesystem"),
+        (lambda pod, c: c["volumeMounts"].pop(), "gateway: nothing writable at /home/flywheel"),
+    ]:
+        broken = copy.deepcopy(resources)
+        pod = find(broken, "Deployment", "flywheel-gateway")["spec"]["template"]["spec"]
+        change(pod, pod["containers"][0])
+        assert expected in "\n".join(security_problems(broken, image)), expected
+    old = copy.deepcopy(resources)  # as the manifests were before: no user, only allowPrivilegeEscalation
+    for pod, container in containers(old):
+        pod.pop("securityContext", None)
+        container["securityContext"] = {"allowPrivilegeEscalation": False}
+    problems = security_problems(old, image)
+    for name in ("gateway", "trainer", "base-model"):
+        assert {f"{name}: pod runAsNonRoot is None, not True", f"{name}: the root filesystem is writable"} <= set(
+            problems)
+    find(old, "Namespace", "flywheel")["metadata"].pop("labels")
+    assert "namespace: Pod Security 'restricted' is not enforced" in security_problems(old, image)
