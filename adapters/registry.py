@@ -167,6 +167,14 @@ class Registry:
         return {(a, al): v for a, al, v in self._rows(sql, args)}
 
     @_reading
+    def aliased_versions(self) -> dict[tuple[str, str], AdapterVersion]:
+        """(adapter, alias) -> the version it points at, every alias in one query (the gateway's resolver
+        re-reads them on every registry change; one query per alias would be 10,000 at 10,000 adapters)."""
+        rows = self._dicts("SELECT a.alias AS alias_name, v.* FROM aliases a JOIN versions v"
+                           " ON v.adapter = a.adapter AND v.version = a.version")
+        return {(r["adapter"], r.pop("alias_name")): AdapterVersion.from_row(r, self.adapters_dir) for r in rows}
+
+    @_reading
     def alias_version(self, adapter: str, alias: str) -> int | None:
         rows = self._rows("SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias])
         return rows[0][0] if rows else None
@@ -353,14 +361,17 @@ class Registry:
         return self.set_alias(adapter, alias, to, actor=actor, reason=reason or f"rollback to v{to}", expected=expected)
 
     @_locked
-    def remove_alias(self, adapter: str, alias: str, *, actor: str = "cli", reason: str = "") -> None:
-        """Delete a custom alias (recorded like any move)."""
+    def remove_alias(self, adapter: str, alias: str, *, actor: str = "cli", reason: str = "",
+                     expected: Expected = ANYWHERE) -> None:
+        """Delete a custom alias (recorded like any move); with `expected`, only from that version (AliasMoved)."""
         check_alias(alias)
         with self._write() as conn:  # checked inside the write: a replica removing it too records one removal
             present = conn.execute("SELECT 1 FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]).fetchone()
-            if present is None:
+            if present is None and expected is ANYWHERE:
                 raise AdapterNotFound(f"adapter {adapter!r} has no alias {alias!r}")
-            self._move(conn, adapter, alias, None, actor, reason or f"remove {alias}")
+            if present is None and expected is None:
+                return  # already gone, as the caller expected
+            self._move(conn, adapter, alias, None, actor, reason or f"remove {alias}", expected)
 
     # ---- status: broken files -----------------------------------------------------------------
     @_reading

@@ -26,7 +26,7 @@ import logging
 import random
 import time
 
-from adapters.errors import AdapterNotFound, RegistryBusy
+from adapters.errors import AdapterNotFound, AliasMoved, RegistryBusy
 from adapters.integrity import IntegrityCache
 from adapters.names import CANARY, PRODUCTION, AdapterRef
 from adapters.registry import Registry
@@ -157,15 +157,14 @@ class AdapterResolver:
         if token == self._token and not force:
             return
         self._pinned.clear()  # a version's status can change (broken, verified): re-read pins once
-        current = self.registry.aliases()
+        current = self.registry.aliased_versions()  # one query, however many adapters
         for key in [k for k in self._aliases if k not in current]:
             logger.info("alias %s@%s removed", *key)
             del self._aliases[key]
         settled = True
-        for (name, alias), number in current.items():
+        for (name, alias), new in current.items():
             old = self._aliases.get((name, alias))
-            new = self.registry.get_version(name, number)
-            if old is not None and old.version == number:
+            if old is not None and old.version == new.version:
                 self._aliases[(name, alias)] = new  # same version; its status may have changed
                 continue
             settled &= await self._switch(name, alias, old, new)
@@ -196,18 +195,23 @@ class AdapterResolver:
     async def _move_back(
         self, name: str, alias: str, old: AdapterVersion | None, new: AdapterVersion, e: Exception
     ) -> bool:
-        """Undo an alias move to a version that cannot serve; False: the registry moved, re-read it."""
+        """Undo an alias move to a version that cannot serve; False: the registry moved, re-read it.
+
+        The move back names the version it undoes (`expected`): if an operator or another replica moved the
+        alias again meanwhile, their move stands and the next round follows it.
+        """
         logger.warning("%s@%s -> v%d failed to load, moving the alias back: %s", name, alias, new.version, e)
-        # On a thread: if another process holds the registry's lock, only this round waits, not serving.
-        if old is not None:
-            await asyncio.to_thread(
-                self.registry.set_alias, name, alias, old.version, actor="gateway", reason=f"load failed: {e}"
-            )
-        else:
-            await asyncio.to_thread(
-                self.registry.remove_alias, name, alias, actor="gateway", reason=f"load failed: {e}"
-            )
-        return False  # our own move changed the registry; re-read it next round
+        reason = f"load failed: {e}"
+        try:  # on a thread: if another process holds the registry's lock, only this round waits, not serving
+            if old is not None:
+                await asyncio.to_thread(self.registry.set_alias, name, alias, old.version, actor="gateway",
+                                        reason=reason, expected=new.version)
+            else:
+                await asyncio.to_thread(self.registry.remove_alias, name, alias, actor="gateway", reason=reason,
+                                        expected=new.version)
+        except AliasMoved as moved:
+            logger.info("%s@%s was not moved back: %s", name, alias, moved)
+        return False  # the registry changed (our move or theirs); re-read it next round
 
     async def _poll(self) -> None:
         while True:
