@@ -20,7 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.names import CANDIDATE, PRODUCTION  # a few constants: `flywheel --help` stays fast
+from bench.cli import app as bench_app
+from feedback.cli import app as feedback_app
 from flywheel.settings import Settings
+from trainer.cli import app as train_app
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 console = Console()
@@ -244,19 +247,11 @@ def _registry_errors() -> Iterator[None]:
         _fail(str(e))
 
 
-def _mount_optional(module: str, name: str, help_text: str) -> None:
-    """Mount a sub-app that lives in another package (feedback, trainer)."""
-    try:
-        sub = __import__(module, fromlist=["app"]).app
-    except ImportError as e:  # keep the rest of the CLI usable while a package is broken
-        logging.getLogger(__name__).debug("`flywheel %s` unavailable: %s", name, e)
-        return
-    app.add_typer(sub, name=name, help=help_text)
-
-
-_mount_optional("feedback.cli", "feedback", "Export training sets from feedback and show rating statistics.")
-_mount_optional("trainer.cli", "train", "Train new adapter versions from feedback (once, or --watch).")
-_mount_optional("bench.cli", "bench", "Benchmarks: the gateway against vLLM's own server, feedback ingestion.")
+# The other packages' commands, mounted like `model` and `adapters`: every one of them ships in the same
+# distribution, so a sub-command that fails to import is a bug to see at once, not a command that quietly goes.
+app.add_typer(feedback_app, name="feedback", help="Export training sets from feedback and show rating statistics.")
+app.add_typer(train_app, name="train", help="Train new adapter versions from feedback (once, or --watch).")
+app.add_typer(bench_app, name="bench", help="Benchmarks: the gateway against vLLM's own server, feedback ingestion.")
 
 
 def main() -> None:
