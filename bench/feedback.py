@@ -211,7 +211,7 @@ def markdown(report: FeedbackReport) -> str:
         f"then chat beside feedback paced at {rate} (interleaved, so drift hits both), then one chat phase beside "
         "feedback as fast as it goes; feedback is submitted for the whole of its chat phase\n- Engine core: "
         + ("spins while its worker computes (vLLM's way, `FLYWHEEL_ENGINE_SPIN_WAIT=true`)" if c.engine_spin_wait
-           else "sleeps while its worker computes (the default, server/engine_wait.py)"),
+           else "sleeps while its worker computes (the default, server/vllm_plugins/engine_wait.py)"),
         "## Feedback ingestion\n\n" + markdown_table(
             ["phase", "submissions", "per second", "p50 (ms)", "p99 (ms)", "max (ms)", "errors"], feedback_rows),
         "Paced: submission k is due at start + k / rate and its latency counts from then (open loop), so "

@@ -157,7 +157,7 @@ class Settings(_TrainerKnobs):
     )
     engine_spin_wait: bool = Field(
         False, description="CPU serving: let vLLM's engine core spin while its worker computes (vLLM's default) "
-        "instead of sleeping (server/engine_wait.py)."
+        "instead of sleeping (server/vllm_plugins/engine_wait.py)."
     )
 
     # --- HTTP ----------------------------------------------------------------------------------

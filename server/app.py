@@ -82,7 +82,7 @@ async def watch_engine(state: GatewayState, stop_process: Callable[[], None]) ->
     """Once the engine dies under the gateway: /ready false, requests 503, then a shutdown that exits non-zero.
 
     A gateway without its engine cannot recover in place; exiting lets a supervisor (systemd, Kubernetes)
-    start a fresh one, and server/orphan_guard.py makes sure nothing of the dead engine is left behind.
+    start a fresh one, and server/vllm_plugins/orphan_guard.py makes sure nothing of the dead engine is left behind.
     """
     while not state.ready:
         if state.startup_error:

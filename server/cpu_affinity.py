@@ -8,7 +8,8 @@ finds the cores the worker bound itself to and pins this process's threads and v
 to the remaining ones. Where the worker is not bound (GPU, or binding turned off) it does nothing.
 
 vLLM's engine-core process would busy-wait on the worker's shared-memory queue (0.94 of a core during
-chat, measured); `engine_wait.py` makes it sleep instead, so the API has the reserved core nearly to itself.
+chat, measured); `vllm_plugins/engine_wait.py` makes it sleep instead, so the API has the reserved core nearly
+to itself.
 The engine core on the worker's core (it only runs between the worker's steps) made no difference that
 stood out of the run-to-run spread in `flywheel bench feedback`, so it stays beside the API.
 """

@@ -1,5 +1,5 @@
 """The vLLM engine behind the gateway: with its other half `vllm_serving.py`, the only modules of the gateway
-that import vLLM (`lora_ops.py`, `engine_wait.py` and `orphan_guard.py` are loaded by vLLM itself, as plugins).
+that import vLLM (the modules in `server/vllm_plugins/` are loaded by vLLM itself, as plugins).
 
 Requests are served by vLLM's own OpenAI serving layer (`OpenAIServingChat`, `OpenAIServingCompletion`:
 chat templating, sampling parameters, structured outputs, tool parsers, logprobs and SSE framing), not by
@@ -21,10 +21,10 @@ from typing import Any, Literal, Protocol
 
 from flywheel.dtype import resolve_dtype
 from flywheel.settings import Settings
-from server.engine_wait import SPIN_WAIT_ENV
 from server.errors import AdapterLoadFailed, BadRequest, EngineUnavailable, GatewayError, ModelNotFound, PromptTooLong
-from server.orphan_guard import GATEWAY_PID_ENV
 from server.parallelism import Devices, check_parallelism
+from server.vllm_plugins.engine_wait import SPIN_WAIT_ENV
+from server.vllm_plugins.orphan_guard import GATEWAY_PID_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -172,12 +172,12 @@ class VLLMEngine:
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        # read by server/orphan_guard.py in the processes vLLM starts: they end when this process dies
+        # read by server/vllm_plugins/orphan_guard.py in the processes vLLM starts: they end when this process dies
         os.environ[GATEWAY_PID_ENV] = str(os.getpid())
         if current_platform.is_cpu():
             # vLLM sizes the CPU KV cache from this variable only; it has no engine argument for it.
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_gib)
-            # read by server/engine_wait.py, the plugin vLLM loads in its engine-core and worker processes
+            # read by server/vllm_plugins/engine_wait.py, the plugin vLLM loads in its engine-core and worker processes
             os.environ[SPIN_WAIT_ENV] = "1" if settings.engine_spin_wait else "0"
         check_parallelism(settings, devices())
         args = engine_args(settings)

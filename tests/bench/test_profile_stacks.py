@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.profile_stacks import CATEGORIES, category, parse
 
 LINEAR = "apply (vllm/model_executor/layers/linear.py:200)"
-LORA = "add_lora_linear (server/lora_ops.py:90)"
+LORA = "add_lora_linear (server/vllm_plugins/lora_ops.py:90)"
 ENGINE = 'process 42:"VLLM::EngineCore"'
 RAW = "\n".join([
     f"{ENGINE};run_busy_loop (/venv/vllm/v1/engine/core.py:10);forward (/venv/vllm/lora/layers/base.py:5);{LORA} 7",

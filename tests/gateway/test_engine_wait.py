@@ -1,4 +1,4 @@
-"""server/engine_wait.py on vLLM's own shared-memory queue: a waiting engine-core reader sleeps instead of
+"""server/vllm_plugins/engine_wait.py on vLLM's own shared-memory queue: a waiting engine-core reader sleeps instead of
 spinning, every notification reaches it, and every message arrives in order."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from server import engine_wait
+from server.vllm_plugins import engine_wait
 
 shm_broadcast = pytest.importorskip("vllm.distributed.device_communicators.shm_broadcast")
 zmq = pytest.importorskip("zmq")

@@ -1,11 +1,11 @@
-"""server/lora_ops.py computes what vLLM's CPU LoRA ops compute, for decode and prefill shapes."""
+"""server/vllm_plugins/lora_ops.py computes what vLLM's CPU LoRA ops compute, for decode and prefill shapes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from server import lora_ops as ours
+from server.vllm_plugins import lora_ops as ours
 
 vllm_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
 # vLLM's own functions, kept before any test registers the plugin (which swaps the module's names)

@@ -1,7 +1,7 @@
 """End to end: the gateway's greedy tokens for an adapter equal transformers + PEFT with that adapter merged.
 
-This is the test that Flywheel's LoRA plugin (server/lora_ops.py) and any faster op behind it must keep green:
-it covers ranks 8 and 64 on all seven projections, so a wrong slice of a packed q/k/v or gate/up layer, a dropped
+This is the test that Flywheel's LoRA plugin (server/vllm_plugins/lora_ops.py) and any faster op behind it must keep
+green: it covers ranks 8 and 64 on all seven projections, so a wrong slice of a packed q/k/v or gate/up layer, a dropped
 scaling factor or a rank padding bug changes a token.
 
 Both sides run in float32 (FLYWHEEL_DTYPE=float32). In bfloat16 vLLM and transformers sum the same products in a

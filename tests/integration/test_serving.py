@@ -52,7 +52,7 @@ def test_the_api_stays_off_the_engine_workers_cores(gateway: Gateway):
 
 
 def test_the_engine_core_sleeps_while_its_worker_computes(gateway: Gateway):
-    """server/engine_wait.py: vLLM's engine-core process would otherwise spin through every model step."""
+    """server/vllm_plugins/engine_wait.py: vLLM's engine-core process would otherwise spin through every model step."""
     cores = [p for p in psutil.Process(gateway.pid).children(recursive=True) if p.name().startswith("VLLM::EngineCo")]
     if not cores:
         pytest.skip("no separate engine-core process here")

@@ -63,7 +63,7 @@ def register() -> None:
     spin_condition.__init__ = init
     if engine_core:
         spin_condition.wait = sleeping_wait(spin_condition.wait)
-        logger.debug("flywheel: the engine core sleeps while its worker computes (server.engine_wait)")
+        logger.debug("flywheel: the engine core sleeps while its worker computes (server.vllm_plugins.engine_wait)")
 
 
 def _is_engine_core() -> bool:

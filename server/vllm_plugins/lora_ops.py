@@ -94,4 +94,4 @@ def register() -> None:
         module.bgmv_shrink = bgmv_shrink
         module.bgmv_expand = bgmv_expand
         module.bgmv_expand_slice = bgmv_expand_slice
-    logger.debug("flywheel: vLLM's CPU LoRA ops replaced by server.lora_ops")
+    logger.debug("flywheel: vLLM's CPU LoRA ops replaced by server.vllm_plugins.lora_ops")
