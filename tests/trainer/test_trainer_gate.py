@@ -55,7 +55,7 @@ def test_gate_passes_a_candidate_equal_to_production(model_path: Path, base_cach
     assert result.passed, result.reasons
     assert result.metrics["preference_win_rate"] == 0.5  # ties count half
     assert result.metrics["candidate_ppl"] == pytest.approx(result.metrics["production_ppl"])
-    assert result.metrics["closed_book_questions"] == 12
+    assert result.metrics["closed_book_questions"] == 6
     assert result.metrics["candidate_correctness"] == result.metrics["production_correctness"] > 0
 
 

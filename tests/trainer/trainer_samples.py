@@ -38,7 +38,7 @@ def tiny_lora() -> LoraRecipe:
 
 
 def tiny_gate(**overrides: object) -> GateConfig:
-    values = {"general_text_limit": 6, "max_length": 96, "correctness_questions": 12, "traffic_prompts": 2,
+    values = {"general_text_limit": 6, "max_length": 96, "correctness_questions": 6, "traffic_prompts": 2,
               "answer_tokens": 16}
     return GateConfig(**{**values, **overrides})
 
