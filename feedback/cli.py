@@ -13,7 +13,7 @@ from feedback.export import ExportOptions, build_training_set, write_jsonl
 from feedback.stats import version_stats
 from feedback.store import FeedbackStore
 from flywheel import database
-from flywheel.settings import Settings
+from flywheel.cli_support import load_settings
 
 app = typer.Typer(help="Feedback log: export training sets and show ratings per adapter version.")
 
@@ -27,7 +27,7 @@ DbOption = Annotated[
 
 def _open(db: Path | None) -> FeedbackStore:
     """Open an existing store; a missing file is a usage error, not a new empty database."""
-    db = db or Settings().feedback_db  # the CLI is an entry point: settings are built here (or FLYWHEEL_DATABASE_URL)
+    db = db or load_settings().feedback_db  # an entry point: settings are built here (or FLYWHEEL_DATABASE_URL)
     try:
         if not database.exists(db, "feedback"):
             raise typer.BadParameter(f"no feedback database at {database.describe(db)}", param_hint="--db")

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -22,6 +21,7 @@ from rich.table import Table
 from adapters.names import CANDIDATE, PRODUCTION  # a few constants: `flywheel --help` stays fast
 from bench.cli import app as bench_app
 from feedback.cli import app as feedback_app
+from flywheel.cli_support import fail, load_settings, when
 from flywheel.settings import Settings
 from trainer.cli import app as train_app
 
@@ -35,22 +35,6 @@ app.add_typer(model_app, name="model")
 app.add_typer(adapters_app, name="adapters")
 
 
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as e:  # pydantic's message names the FLYWHEEL_ variable
-        raise typer.BadParameter(f"invalid settings: {e}") from None
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
-
-
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
 def _registry(settings: Settings):
     from adapters.base_model import BaseModelInfo
     from adapters.registry import Registry
@@ -59,7 +43,7 @@ def _registry(settings: Settings):
     try:
         base = BaseModelInfo.from_dir(check_model_dir(settings.resolved_model_path))
     except (ModelUnavailable, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     return Registry(settings.registry_db, settings.adapters_dir, base, settings.max_lora_rank)
 
 
@@ -69,14 +53,14 @@ def model_prepare(force: bool = typer.Option(False, help="Rebuild even if the mo
     """Turn the shipped SmolLM2-135M-Instruct GGUF into a safetensors directory under the data dir (once)."""
     from flywheel.default_model import ModelUnavailable, prepare_default_model
 
-    settings = _settings()
+    settings = load_settings()
     if settings.model_path is not None:
         console.print(f"FLYWHEEL_MODEL_PATH is set ({settings.model_path}); nothing to prepare.")
         return
     try:
         path = prepare_default_model(settings.default_model_dir, force=force)
     except ModelUnavailable as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(f"default model ready at [bold]{path}[/bold]")
 
 
@@ -94,14 +78,14 @@ def serve(
     from server.app import create_app
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides) if overrides else _settings()
+    settings = load_settings(**overrides)
     try:
         settings.check_bind()
         if settings.model_path is None:
             prepare_default_model(settings.default_model_dir)
         check_model_dir(settings.resolved_model_path)
     except (ValueError, ModelUnavailable) as e:
-        _fail(str(e))
+        fail(str(e))
     watcher = None
     if trainer:
         watcher = subprocess.Popen([sys.executable, "-m", "flywheel", "train", "--watch"], preexec_fn=_die_with_parent)
@@ -113,7 +97,7 @@ def serve(
             watcher.terminate()
             watcher.wait(timeout=30)
     if app.state.flywheel.engine_died:  # non-zero, so that a supervisor restarts the gateway
-        _fail(app.state.flywheel.startup_error)
+        fail(app.state.flywheel.startup_error)
 
 
 def _die_with_parent() -> None:
@@ -131,7 +115,7 @@ def _die_with_parent() -> None:
 @adapters_app.command("list")
 def adapters_list() -> None:
     """Every adapter with its aliases and latest version."""
-    registry = _registry(_settings())
+    registry = _registry(load_settings())
     table = Table("adapter", PRODUCTION, CANDIDATE, "other aliases", "versions", "latest")
     for name in registry.adapters():
         aliases = {alias: v for (_, alias), v in registry.aliases(name).items()}
@@ -149,7 +133,7 @@ def _v(version: int | None) -> str:
 @adapters_app.command("show")
 def adapters_show(name: str = typer.Argument(..., help="Adapter name.")) -> None:
     """Every version of one adapter: rank, source, status, metrics, aliases."""
-    registry = _registry(_settings())
+    registry = _registry(load_settings())
     with _registry_errors():
         versions = registry.versions(name)
         aliases = registry.aliases(name)
@@ -160,7 +144,7 @@ def adapters_show(name: str = typer.Argument(..., help="Adapter name.")) -> None
                             for k, val in v.metrics.items() if not isinstance(val, list | dict))
         status = f"{v.status}: {v.status_reason}" if v.status_reason else v.status  # why a version is broken
         table.add_row(f"v{v.version}", held or "-", status, v.source, _v(v.parent_version), str(v.rank),
-                      _when(v.created_at), v.sha256[:12], metrics[:80] or "-")
+                      when(v.created_at), v.sha256[:12], metrics[:80] or "-")
     console.print(table)
 
 
@@ -171,7 +155,7 @@ def adapters_register(
     alias: str = typer.Option(None, help="Point this alias (e.g. production) at the new version."),
 ) -> None:
     """Validate a PEFT LoRA folder and register it as the adapter's next immutable version."""
-    registry = _registry(_settings())
+    registry = _registry(load_settings())
     with _registry_errors():
         version = registry.register(name, path, actor="cli", alias=alias)
     console.print(f"registered [bold]{version.lora_name}[/bold] (rank {version.rank}, sha256 {version.sha256[:12]})")
@@ -184,7 +168,7 @@ def adapters_promote(
     reason: str = typer.Option("", help="Why; recorded in the history."),
 ) -> None:
     """Make a version the production version; a running gateway serves it within seconds."""
-    registry = _registry(_settings())
+    registry = _registry(load_settings())
     with _registry_errors():
         event = registry.promote(name, version, actor="cli", reason=reason)
     console.print(f"{name}: production v{event.from_version} -> v{event.to_version}")
@@ -198,7 +182,7 @@ def adapters_rollback(
     reason: str = typer.Option("", help="Why; recorded in the history."),
 ) -> None:
     """Return production (or another alias) to its previous version, or to --to N."""
-    registry = _registry(_settings())
+    registry = _registry(load_settings())
     with _registry_errors():
         event = registry.rollback(name, to, alias=alias, actor="cli", reason=reason)
     console.print(f"{name}: {alias} v{event.from_version} -> v{event.to_version}")
@@ -212,7 +196,7 @@ def adapters_alias(
     reason: str = typer.Option("", help="Why; recorded in the history."),
 ) -> None:
     """Point any alias at a version."""
-    registry = _registry(_settings())
+    registry = _registry(load_settings())
     with _registry_errors():
         event = registry.set_alias(name, alias, version, actor="cli", reason=reason)
     console.print(f"{name}: {alias} {_v(event.from_version)} -> v{event.to_version}")
@@ -221,13 +205,13 @@ def adapters_alias(
 @adapters_app.command("history")
 def adapters_history(name: str = typer.Argument(..., help="Adapter name.")) -> None:
     """Every alias move of an adapter: when, who, from, to, why."""
-    registry = _registry(_settings())
+    registry = _registry(load_settings())
     with _registry_errors():
         registry.versions(name)
         events = registry.history(name)
     table = Table("when", "alias", "from", "to", "who", "why")
     for e in events:
-        table.add_row(_when(e.at), e.alias, _v(e.from_version), _v(e.to_version), e.actor, e.reason)
+        table.add_row(when(e.at), e.alias, _v(e.from_version), _v(e.to_version), e.actor, e.reason)
     console.print(table)
 
 
@@ -244,7 +228,7 @@ def _registry_errors() -> Iterator[None]:
             console.print(f"  - {problem}")
         raise typer.Exit(1) from None
     except RegistryError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 # The other packages' commands, mounted like `model` and `adapters`: every one of them ships in the same

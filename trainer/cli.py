@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from flywheel.cli_support import fail, load_settings, when
 from flywheel.settings import Settings
 
 if TYPE_CHECKING:
@@ -111,10 +111,6 @@ def next_runs(settings: Settings, adapters: list[str]) -> dict[str, str]:
     return plans
 
 
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
 def _runs_table(runs: list[Run]) -> Table:
     from adapters.runs import RunStatus
 
@@ -128,21 +124,9 @@ def _runs_table(runs: list[Run]) -> Table:
             str(r.id), r.adapter, f"[{colours.get(r.status, 'white')}]{r.status}[/]", r.stage or "-",
             f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step),
             f"{r.loss:.4f}" if r.loss is not None else "-",
-            str(r.result_version or "-"), _when(r.started_at), _when(r.finished_at), (r.error or "")[:80],
+            str(r.result_version or "-"), when(r.started_at), when(r.finished_at), (r.error or "")[:80],
         )  # fmt: skip
     return table
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
-
-
-def _build_settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as e:  # pydantic's message names the FLYWHEEL_ variable
-        _fail(f"invalid settings: {e}")
 
 
 @app.callback(invoke_without_command=True)
@@ -175,11 +159,11 @@ def train(
         return
     if bool(adapter) == watch_:
         console.print(ctx.get_help())
-        _fail("give exactly one of --adapter NAME or --watch")
+        fail("give exactly one of --adapter NAME or --watch")
     overrides = {"max_steps": max_steps, "epochs": epochs, "num_threads": threads, "promotion": promotion}
     if fresh:
         overrides["continue_from_production"] = False
-    settings = _build_settings()
+    settings = load_settings()
     _dispatch(settings, adapter, poll_seconds, overrides)
 
 
@@ -193,7 +177,7 @@ def _dispatch(settings: Settings, adapter: str | None, poll_seconds: float | Non
             return
         run = run_once(settings, adapter, **overrides)
     except (TrainerError, LockBusy, RegistryError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(_runs_table([run]))
     if run.status == RunStatus.FAILED:
         raise typer.Exit(1)
@@ -205,7 +189,7 @@ def runs(
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many of the newest runs to show.")] = 20,
 ) -> None:
     """Show training runs (status, stage, step, loss, resulting version, error) and when each adapter trains next."""
-    settings = _build_settings()
+    settings = load_settings()
     found = list_runs(settings, adapter, limit)
     if not found:
         console.print("no training runs yet")
