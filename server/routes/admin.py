@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.types import Message, Receive
 
 from server.admin import AdminService
 from server.admin_protocol import (
@@ -30,6 +34,7 @@ Alias = Annotated[str, Path(pattern=ALIAS_PATTERN, max_length=64, description="A
 FOUND = error_responses(400, 404)  # a malformed name or version; an unknown adapter or version
 MOVES = error_responses(400, 404, 409)  # and a move the registry refuses (a rejected or broken version)
 MIB = 1024 * 1024
+FRAMING = MIB  # what an upload's body may carry past its largest file: the config file, the alias, multipart framing
 
 
 async def get_admin(state: StateDep, resolver: ResolverDep) -> AdminService:
@@ -68,16 +73,65 @@ def history(name: Name, state: StateDep) -> list[EventOut]:
     return [EventOut.of(e) for e in state.registry.history(name)]
 
 
+def too_large(what: str, limit_mib: int, param: str | None = None) -> PayloadTooLarge:
+    """The one 413 an upload gets, whether its body or one of its files is past FLYWHEEL_MAX_UPLOAD_MIB."""
+    return PayloadTooLarge(f"{what} is larger than {limit_mib} MiB (FLYWHEEL_MAX_UPLOAD_MIB)", param)
+
+
 async def _read(upload: UploadFile, limit_mib: int) -> bytes:
     """An uploaded file's bytes; PayloadTooLarge past the limit (never cut short: a truncated file read as a 400)."""
     data = await upload.read(limit_mib * MIB + 1)
     if len(data) > limit_mib * MIB:
-        raise PayloadTooLarge(f"{upload.filename or 'the file'} is larger than {limit_mib} MiB "
-                              "(FLYWHEEL_MAX_UPLOAD_MIB)", upload.filename)
+        raise too_large(upload.filename or "the file", limit_mib, upload.filename)
     return data
 
 
-@router.post("/adapters/{name}/versions", status_code=201, responses={**MOVES, **error_responses(413)})
+class _CountedReceive:
+    """`receive` that raises once the body passes `ceiling` bytes: a chunked body declares no length to check."""
+
+    def __init__(self, receive: Receive, ceiling: int, limit_mib: int):
+        self.receive, self.ceiling, self.limit_mib = receive, ceiling, limit_mib
+        self.received, self.exceeded = 0, False
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.ceiling:
+                self.exceeded = True
+                raise too_large("the upload", self.limit_mib)  # Starlette's parser stops and deletes its spooled files
+        return message
+
+
+class UploadRoute(APIRoute):
+    """A multipart route whose body past the limit is refused before Starlette spools it to disk.
+
+    FastAPI parses a form before it runs any dependency, so the admin key and the size are checked here,
+    first: a Content-Length past the limit is answered without reading the body, and a chunked body is
+    read only up to it.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def limited(request: Request) -> Response:
+            await require_admin(request)  # an unauthenticated upload is refused before its body is read, too
+            limit_mib = request.app.state.flywheel.settings.max_upload_mib
+            ceiling = limit_mib * MIB + FRAMING
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > ceiling:
+                raise too_large("the upload", limit_mib)
+            receive = _CountedReceive(request.receive, ceiling, limit_mib)
+            try:
+                return await handler(Request(request.scope, receive))
+            except HTTPException:
+                if receive.exceeded:  # FastAPI answers any error raised while it reads a form with a 400
+                    raise too_large("the upload", limit_mib) from None
+                raise
+
+        return limited
+
+
 async def register(
     name: Name, admin: AdminDep, state: StateDep, request: Request,
     adapter_config: Annotated[UploadFile, File(description="adapter_config.json")],
@@ -87,6 +141,10 @@ async def register(
     config = await _read(adapter_config, state.settings.max_upload_mib)
     weights = await _read(adapter_model, state.settings.max_upload_mib)
     return VersionOut.of(await admin.register_upload(name, config, weights, alias, actor_of(request)))
+
+
+router.add_api_route("/adapters/{name}/versions", register, methods=["POST"], status_code=201,
+                     responses={**MOVES, **error_responses(413)}, route_class_override=UploadRoute)
 
 
 @router.post("/adapters/{name}/versions/{version}/verify", responses=FOUND)
