@@ -1,12 +1,9 @@
-"""Console tests: the real gateway (fake engine) under uvicorn, driven by Playwright in Debian's headless chromium.
-
-Playwright's own browser download cannot be fetched here, so it is pointed at the system binary. Without
-it these tests fail, naming the package to install: a console nobody tested in a browser is not tested.
+"""Console tests: the real gateway (fake engine) under uvicorn, driven by Playwright in Debian's headless chromium
+(tests/browser.py, shared with the console's test against the real engine in tests/integration).
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -24,12 +21,11 @@ from adapters.registry import Registry
 from adapters.runs import RunStore
 from flywheel.settings import Settings
 from server.app import create_app
+from tests import browser as chromium_browser
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (docs/console_shots.py imports them from here)
 from tests.fake_engine import FakeEngine
 from tests.lora_factory import write_lora, write_tiny_base
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ADMIN_KEY = "console-test-key"
 CANARY_MIN_FEEDBACK = 3  # ratings each version needs before the canary review decides
 GATE = {"candidate_correctness": 0.62, "production_correctness": 0.58, "base_correctness": 0.55,
@@ -40,15 +36,6 @@ LOSS_CURVE = [["sft", 1, 2.5], ["sft", 2, 1.9], ["sft", 3, 1.2], ["dpo", 1, 0.69
 STAGES = [{"name": "sft", "examples": 8, "steps": 3, "train_loss": 1.87, "seconds": 4.2},
           {"name": "dpo", "examples": 4, "steps": 2, "train_loss": 0.55, "seconds": 3.1}]
 REJECTED_REASON = "forgetting: perplexity on general text is 19.00 against production's 11.20 (allowed up to 12.32)"
-
-
-def chromium_path() -> str:
-    """The system chromium, or a test failure that says how to install it (never a skip)."""
-    found = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
-    if not found:
-        pytest.fail("the console tests need Debian's chromium: `sudo apt-get install -y chromium` "
-                    "(.ci/run installs it); Playwright's own browser download cannot be used here", pytrace=False)
-    return found
 
 
 @dataclass
@@ -152,30 +139,17 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    """Chromium for one test module. Not for the session: between its calls Playwright's sync API marks its
-    event loop as running on this thread, and every later test that calls `asyncio.run` would fail."""
-    executable = chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the console tests need Playwright's Python package: `pip install -e '.[dev]'`", pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    """Chromium for one test module (tests/browser.py says why not for the session)."""
+    with chromium_browser.chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def page(browser, gateway: Gateway) -> Iterator:
     """A fresh browser context (no cookies) per test."""
-    context = browser.new_context(base_url=gateway.url)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
+    with chromium_browser.fresh_page(browser, gateway.url) as page:
+        yield page
 
 
 def log_in(page, key: str = ADMIN_KEY) -> None:
-    page.goto("/console/login")
-    page.fill("input[name=key]", key)
-    page.click("#login button[type=submit]")
+    chromium_browser.log_in(page, key)

@@ -19,6 +19,8 @@ from flywheel.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 300
+# /admin and the console need it, as in production; the console's test logs in with it (test_console_engine.py).
+ADMIN_KEY = "integration-admin-key"
 
 
 def default_model() -> Path:
@@ -45,7 +47,10 @@ class Gateway:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120)
+        """A client that sends the admin key, for /admin (chat and feedback need no key here)."""
+        key = self.env.get("FLYWHEEL_ADMIN_KEY")
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, timeout=120, headers=headers)
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the `flywheel` command line against the same data directory (another process)."""
@@ -54,10 +59,10 @@ class Gateway:
 
 
 def gateway_env(data: Path, port: int) -> dict[str, str]:
-    """The environment of a test gateway: its own data directory and port, a small engine."""
+    """The environment of a test gateway: its own data directory and port, a small engine, the admin key."""
     return {**os.environ, "FLYWHEEL_DATA_DIR": str(data), "FLYWHEEL_MODEL_PATH": str(default_model()),
             "FLYWHEEL_PORT": str(port), "FLYWHEEL_REGISTRY_POLL_SECONDS": "0.25", "FLYWHEEL_KV_CACHE_GIB": "1",
-            "FLYWHEEL_MAX_MODEL_LEN": "1024", "FLYWHEEL_MAX_LORA_RANK": "16"}
+            "FLYWHEEL_MAX_MODEL_LEN": "1024", "FLYWHEEL_MAX_LORA_RANK": "16", "FLYWHEEL_ADMIN_KEY": ADMIN_KEY}
 
 
 def launch(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, Gateway]:
