@@ -7,10 +7,16 @@ body): the raw ASGI calls below count how much of the body the gateway asked for
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 
+import httpx
+import uvicorn
 from fastapi.testclient import TestClient
 
+from server.app import create_app
 from tests.fake_engine import FakeEngine
 from tests.gateway.conftest import start
 from tests.gateway.test_chat_routes import register
@@ -115,3 +121,31 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(settings, 
         headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}", "content-length": str(CHUNK)}
         status, answer, pulled = _post_raw(client, headers, [b"x" * CHUNK])
         assert status == 401 and answer["error"]["code"] == "invalid_api_key" and pulled == 0
+
+
+def test_under_uvicorn_a_declared_length_past_the_limit_is_answered_before_any_body_is_sent(settings,
+                                                                                         engine: FakeEngine):
+    small = settings.model_copy(update={"max_upload_mib": 1})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(small, lambda _: engine), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, name="upload-limit-gateway", daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started:
+            assert time.time() < deadline and thread.is_alive(), "the gateway did not start"
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:  # the headers only, no body
+            conn.sendall(b"POST /admin/adapters/bot/versions HTTP/1.1\r\nHost: gateway\r\n"
+                         b"Content-Type: multipart/form-data; boundary=" + BOUNDARY.encode() + b"\r\n"
+                         b"Content-Length: " + str(64 * MIB).encode() + b"\r\n\r\n")
+            answer = conn.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer
+        assert b'"code":"payload_too_large"' in answer
+        assert httpx.get(f"http://127.0.0.1:{port}/admin/adapters", timeout=10).json() == []
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
