@@ -150,9 +150,10 @@ class SamplingFields(BaseModel):
     """What chat and text completions share, with the bounds vLLM checks. The routes check these fields in strict
     mode (server/routes/chat.py): vLLM's lax pydantic types would also take `"echo": 0` or `"n": "2"`."""
 
-    # vLLM's rule: greedy sampling (temperature below its epsilon, 1e-5) answers one choice only
+    # vLLM's rule: greedy sampling answers one choice only. Only temperature 0 is greedy: vLLM raises any
+    # temperature in (0, 0.01) to 0.01 before its greedy test (SamplingParams.__post_init__, _MAX_TEMP).
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "if": {"properties": {"temperature": {"type": "number", "exclusiveMaximum": 1e-5}},
+        "if": {"properties": {"temperature": {"type": "number", "maximum": 0}},
                "required": ["temperature"]},
         "then": {"properties": {"n": {"type": ["integer", "null"], "maximum": 1}}},
     })

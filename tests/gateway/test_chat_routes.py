@@ -89,6 +89,15 @@ def test_bad_requests_get_openai_errors(client: TestClient, body: dict, status: 
         assert named, error
 
 
+def test_only_temperature_0_is_greedy_and_answers_one_choice(client: TestClient):
+    # vLLM raises a temperature in (0, 0.01) to 0.01, so such a request samples and may ask for several choices;
+    # the OpenAPI document says the same (the contract test sends such bodies)
+    greedy = client.post("/v1/chat/completions", json={"messages": HI, "temperature": 0, "n": 2})
+    assert greedy.status_code == 400 and "greedy" in greedy.json()["error"]["message"], greedy.text
+    tiny = client.post("/v1/chat/completions", json={"messages": HI, "temperature": 1e-308, "n": 2})
+    assert tiny.status_code == 200 and len(tiny.json()["choices"]) == 2, tiny.text
+
+
 def test_malformed_json_is_400(client: TestClient):
     r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
