@@ -8,6 +8,7 @@ import httpx
 from playwright.sync_api import expect
 
 from feedback.reader import FeedbackReader
+from tests.browser import act
 from tests.console.conftest import ADMIN_KEY, CANARY_MIN_FEEDBACK, PLAN, REJECTED_REASON, Gateway, log_in, rate
 from trainer.config import PromotionPolicy
 from trainer.promotion import review_canary
@@ -16,20 +17,6 @@ from trainer.promotion import review_canary
 def points(polyline) -> list[tuple[float, float]]:
     """An SVG polyline's points."""
     return [tuple(float(n) for n in p.split(",")) for p in polyline.get_attribute("points").split()]
-
-
-def act(page, form: str, reason: str, **fields: str) -> None:
-    """Fill an action form on the current page, give the reason, tick the confirmation and send it."""
-    for name, value in fields.items():
-        selector = f"#{form} [name={name}]"
-        if page.locator(selector).evaluate("e => e.tagName") == "SELECT":
-            page.select_option(selector, value)
-        else:
-            page.fill(selector, value)
-    page.fill(f"#{form} [name=reason]", reason)
-    page.check(f"#{form} [name=confirm]")
-    page.once("dialog", lambda dialog: dialog.accept())  # the script's confirmation
-    page.click(f"#{form} button[type=submit]")
 
 
 def test_a_page_without_the_key_asks_for_it_and_a_wrong_key_is_refused(page, gateway: Gateway):
