@@ -91,14 +91,17 @@ class _CountedReceive:
 
     def __init__(self, receive: Receive, ceiling: int, limit_mib: int):
         self.receive, self.ceiling, self.limit_mib = receive, ceiling, limit_mib
-        self.received, self.exceeded = 0, False
+        self.received = 0
+
+    @property
+    def exceeded(self) -> bool:
+        return self.received > self.ceiling
 
     async def __call__(self) -> Message:
         message = await self.receive()
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
-            if self.received > self.ceiling:
-                self.exceeded = True
+            if self.exceeded:
                 raise too_large("the upload", self.limit_mib)  # Starlette's parser stops and deletes its spooled files
         return message
 
