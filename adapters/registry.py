@@ -38,7 +38,8 @@ from adapters.names import CANDIDATE, PRODUCTION, AdapterRef, check_alias, check
 from adapters.schema import create_tables
 from adapters.validation import validate_adapter
 from adapters.version import AdapterVersion, AliasEvent, StatusEvent, VersionStatus
-from flywheel.database import Connection, Database, Location, database_errors, describe, is_busy
+from flywheel.database import Connection, Database, Location, describe
+from flywheel.database_errors import database_errors, is_busy
 from flywheel.scratch import clear_dead, owned_name
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.names import Word
-from flywheel.database import Connection, Database, Location, database_errors, is_url
+from flywheel.database import Connection, Database, Location, is_url
+from flywheel.database_errors import database_errors
 from flywheel.migrations import Migration, migrate
 from flywheel.scratch import pid_alive
 

@@ -14,6 +14,7 @@ from feedback.stats import version_stats
 from feedback.store import FeedbackStore
 from flywheel import database
 from flywheel.cli_support import load_settings
+from flywheel.database_errors import database_errors
 
 app = typer.Typer(help="Feedback log: export training sets and show ratings per adapter version.")
 
@@ -32,7 +33,7 @@ def _open(db: Path | None) -> FeedbackStore:
         if not database.exists(db, "feedback"):
             raise typer.BadParameter(f"no feedback database at {database.describe(db)}", param_hint="--db")
         return FeedbackStore(db)
-    except database.database_errors() as exc:
+    except database_errors() as exc:
         raise typer.BadParameter(f"{db} is not a usable feedback database: {exc}", param_hint="--db") from exc
 
 

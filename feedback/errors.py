@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flywheel.database import UNREACHABLE, error_name
+from flywheel.database_errors import UNREACHABLE, error_name
 
 
 class FeedbackError(Exception):
@@ -44,7 +44,7 @@ class StoreUnavailable(FeedbackError):
     @classmethod
     def from_sqlite(cls, exc: BaseException) -> StoreUnavailable | None:
         """The error to report for an exception that aborted a write; None if it is no storage failure."""
-        name = error_name(exc)  # PostgreSQL's errors in SQLite's vocabulary (flywheel/database.py)
+        name = error_name(exc)  # PostgreSQL's errors in SQLite's vocabulary (flywheel/database_errors.py)
         primary = next((key for key in cls.CAUSES if name == key or name.startswith(key + "_")), None)
         if primary is None:
             return None

@@ -38,7 +38,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from feedback.errors import StoreUnavailable
-from flywheel.database import database_errors
+from flywheel.database_errors import database_errors
 
 logger = logging.getLogger(__name__)
 

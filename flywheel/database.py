@@ -2,15 +2,15 @@
 
 A store is given a location: a `Path` (an SQLite file, the embedded default) or a `postgresql://` URL
 (`FLYWHEEL_DATABASE_URL`, one database that every replica shares). `Database` owns what the stores
-used to hand-write each: connecting, SQLite's WAL and pragmas, write transactions, read connections,
-and the mapping of PostgreSQL's errors to SQLite's vocabulary.
+used to hand-write each: connecting, SQLite's WAL and pragmas, write transactions and read connections.
+What its errors mean (busy, full, unreachable, on both) is `flywheel/database_errors.py`.
 
 - **Write transactions serialise writers, on both.** SQLite: `BEGIN IMMEDIATE` takes the file's write
   lock up front. PostgreSQL: a transaction that first takes a transaction-scoped advisory lock named
   after the store (`pg_advisory_xact_lock`), so writers of one store queue exactly as they do on one
   SQLite file, across every host; it is released by the commit or the rollback. A lock still held by
   someone else after `busy_timeout` fails the statement (SQLite's busy timeout, PostgreSQL's
-  `lock_timeout`), and `is_busy` says so for both.
+  `lock_timeout`), and `database_errors.is_busy` says so for both.
 - **Reads never wait for writers:** WAL readers on SQLite, MVCC snapshots on PostgreSQL.
 - **SQL is written once, in SQLite's spelling with `?` placeholders.** `Connection.execute` turns it
   into psycopg's `%s` on PostgreSQL; what differs beyond that (table DDL, a few expressions) the
@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from flywheel.database_errors import DatabaseUnreachable
 from flywheel.dialect import POSTGRESQL, SQLITE, Dialect, to_psycopg
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -285,65 +286,11 @@ class Database:
         self._local = threading.local()
 
 
-# ---- errors ---------------------------------------------------------------------------------------
-# PostgreSQL SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html) by the SQLite
-# primary result code that means the same to a store, so callers classify one vocabulary.
-UNREACHABLE = "DATABASE_UNREACHABLE"  # PostgreSQL only: the server is down or the connection broke
-_SQLSTATE_AS_SQLITE = {
-    "53100": "SQLITE_FULL",  # disk_full
-    "25006": "SQLITE_READONLY",  # read_only_sql_transaction
-    "42501": "SQLITE_PERM",  # insufficient_privilege
-    "55P03": "SQLITE_BUSY",  # lock_not_available: lock_timeout ran out
-    "57014": "SQLITE_BUSY",  # query_canceled (a statement timeout)
-    "53300": "SQLITE_BUSY",  # too_many_connections
-    "57P01": UNREACHABLE,  # admin_shutdown
-}
-
-
-def error_name(exc: BaseException) -> str:
-    """SQLite's result code name of a database error (`SQLITE_BUSY`, `SQLITE_FULL_...`), or the equivalent of
-    PostgreSQL's (`UNREACHABLE` when the server cannot be reached); '' when it is none of them."""
-    name = getattr(exc, "sqlite_errorname", None)
-    if name:
-        return name
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate in _SQLSTATE_AS_SQLITE:
-        return _SQLSTATE_AS_SQLITE[sqlstate]
-    if type(exc).__module__.startswith("psycopg") and type(exc).__name__ in ("OperationalError", "PoolTimeout"):
-        if type(exc).__name__ == "PoolTimeout":
-            return "SQLITE_BUSY"
-        return UNREACHABLE
-    if sqlstate is not None and sqlstate.startswith("08"):  # connection_exception
-        return UNREACHABLE
-    return ""
-
-
-def is_busy(exc: BaseException) -> bool:
-    """The write lock stayed taken past the busy timeout (SQLite busy or locked; PostgreSQL lock timeout)."""
-    return error_name(exc).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-
-
-def database_errors() -> tuple[type[BaseException], ...]:
-    """The exception classes a database call may raise (psycopg's only once it is in use)."""
-    import sys
-
-    errors: list[type[BaseException]] = [sqlite3.Error]
-    if "psycopg" in sys.modules:
-        errors.append(sys.modules["psycopg"].Error)
-    if "psycopg_pool" in sys.modules:
-        errors.append(sys.modules["psycopg_pool"].PoolTimeout)
-    return tuple(errors)
-
-
 # ---- PostgreSQL pools -----------------------------------------------------------------------------
 _pools: dict[str, Any] = {}
 _pools_lock = threading.Lock()
 POOL_MAX_SIZE = 10
 POOL_CONNECT_TIMEOUT_S = 30.0
-
-
-class DatabaseUnreachable(ConnectionError):
-    """The PostgreSQL server of a URL cannot be reached when a store first opens it."""
 
 
 def _pool(url: str) -> Any:

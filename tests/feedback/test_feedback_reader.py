@@ -10,7 +10,7 @@ import pytest
 from feedback.export import build_training_set
 from feedback.reader import FeedbackReader
 from feedback.store import FeedbackStore
-from flywheel.database import database_errors
+from flywheel.database_errors import database_errors
 
 
 def test_reader_reads_what_the_store_committed_without_threads(store: FeedbackStore, make_completion) -> None:
