@@ -61,6 +61,12 @@ ARMS = {
     "sft_1ep+dpo_sft_term_1ep": Arm("dpo", "sft_1ep", (), "then DPO + SFT term, 1 epoch (the defaults: SFT then DPO)"),
     "sft_1ep+dpo_sft_term_lr5e-5": Arm("dpo", "sft_1ep", (("learning_rate", 5e-5),),
                                        "then DPO + SFT term, 1 epoch at lr 5e-5"),
+    "sft_1ep_replay0.25": Arm("sft", None, (("replay_fraction", 0.25),),
+                              "SFT, 1 epoch, with 1 replay row of the base's answers per 4 feedback rows"),
+    "sft_1ep_replay0.5": Arm("sft", None, (("replay_fraction", 0.5),),
+                             "SFT, 1 epoch, with 1 replay row of the base's answers per 2 feedback rows"),
+    "sft_1ep_replay0.5+dpo_sft_term_1ep": Arm("dpo", "sft_1ep_replay0.5", (),
+                                              "then DPO + SFT term, 1 epoch (SFT with replay, then DPO)"),
 }
 HEADERS = ["arm", "recipe", "steps", "train loss", "correct", "held-out satisfied", "general ppl", "ppl vs base",
            "degenerate", "train s"]
@@ -121,6 +127,7 @@ def recipe(
     from trainer.config import LoraRecipe, TrainConfig
     from trainer.dataset import from_feedback
     from trainer.qlora import compute_dtype, load_tokenizer, load_trainable, save_adapter
+    from trainer.replay import with_replay
     from trainer.stages import train_dpo, train_sft
 
     chosen = [a.strip() for a in arms.split(",") if a.strip()]
@@ -149,9 +156,12 @@ def recipe(
         if name in results and (folder / "adapter_config.json").exists():
             continue
         config = replace(defaults, **dict(arm.overrides))
-        model, _ = load_trainable(model_dir, LoraRecipe(), config, work_dir / arm.after if arm.after else start)
+        model, quantized = load_trainable(model_dir, LoraRecipe(), config, work_dir / arm.after if arm.after else start)
         rows = data.sft if arm.stage == "sft" else data.dpo
         began = time.monotonic()
+        if arm.stage == "sft":  # the trainer's own replay step (trainer/replay.py), answers cached in work_dir
+            rows, _ = with_replay(rows, model, tokenizer, config.replay_fraction, config.seed, work_dir, model_dir,
+                                  quantized)
         stage = (train_sft if arm.stage == "sft" else train_dpo)(model, tokenizer, rows, config, work_dir / "trainer")
         save_adapter(model, folder)
         del model

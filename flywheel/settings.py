@@ -57,7 +57,7 @@ TRAINER_KNOBS: dict[str, tuple[type, str]] = {
     "train_lora_alpha": (recipe.LoraRecipe, "alpha"),
     **{f"train_{name}": (recipe.TrainConfig, name) for name in (
         "learning_rate", "epochs", "batch_size", "grad_accumulation", "load_in_4bit", "continue_from_production",
-        "dpo_beta", "dpo_sft_weight", "skip_learned_preference", "min_pairs_for_dpo")},
+        "dpo_beta", "dpo_sft_weight", "skip_learned_preference", "min_pairs_for_dpo", "replay_fraction")},
     "train_threads": (recipe.TrainConfig, "num_threads"),
     **{f"train_{name}": (recipe.TriggerPolicy, name) for name in (
         "min_new_feedback", "schedule_seconds", "min_interval_seconds", "max_backoff_seconds", "poll_seconds")},

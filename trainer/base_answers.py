@@ -38,10 +38,13 @@ def model_identity(model_path: Path) -> dict:
 
 
 class BaseAnswerCache:
-    """Answers of the base model keyed by everything they depend on; `None` directory: no cache."""
+    """Answers of the base model keyed by everything they depend on; `None` directory: no cache.
 
-    def __init__(self, directory: Path | None, model_path: Path, generation: dict):
-        self.directory = Path(directory) / "gate_base_answers" if directory is not None else None
+    `folder` names what the answers are for: the gate's closed-book answers, or replay rows (trainer.replay).
+    """
+
+    def __init__(self, directory: Path | None, model_path: Path, generation: dict, folder: str = "gate_base_answers"):
+        self.directory = Path(directory) / folder if directory is not None else None
         self.context = {
             "format": FORMAT,
             "model": model_identity(model_path) if directory is not None else None,

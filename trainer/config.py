@@ -98,6 +98,11 @@ class TrainConfig:
         default=True,
         metadata={"help": "Start from the production version's weights (its rank and targets); else fresh."},
     )
+    replay_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Replay against forgetting: add this share of the SFT rows as rows of the base model's own "
+                  "greedy answers to general prompts (trainer/replay.py); 0: none."},
+    )
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta: how far the policy may move from the reference."})
     dpo_sft_weight: float = field(
         default=1.0,
@@ -138,6 +143,7 @@ class TrainConfig:
             "num_threads": self.num_threads >= 1,
             "dpo_beta": self.dpo_beta > 0,
             "dpo_sft_weight": self.dpo_sft_weight >= 0,
+            "replay_fraction": 0 <= self.replay_fraction <= 4,
             "kto_beta": self.kto_beta > 0,
             "min_pairs_for_dpo": self.min_pairs_for_dpo >= 1,
         }

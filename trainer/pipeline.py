@@ -24,6 +24,7 @@ from trainer.errors import Cancelled, DataRejected
 from trainer.gate import GateResult, evaluate
 from trainer.progress import RunProgress
 from trainer.qlora import compute_dtype, load_tokenizer, load_trainable, save_adapter
+from trainer.replay import with_replay
 from trainer.scoring import OneModel, Scorer, preference_accuracy
 from trainer.stages import StagePlan, StageResult, plan_stages, train_dpo, train_kto, train_sft
 
@@ -138,7 +139,7 @@ class Pipeline:
 
     def _train(
         self, data: TrainingData, plan: StagePlan, adapter_dir: Path, out_dir: Path
-    ) -> tuple[list[StageResult], bool]:
+    ) -> tuple[list[StageResult], bool, list[str]]:
         config = self.settings.train
         start_from = self.production.path if (self.production and config.continue_from_production) else None
         self.store.update(self.run_id, stage="load")
@@ -146,6 +147,12 @@ class Pipeline:
         model, quantized = load_trainable(self.settings.model_path, self.settings.lora, config, start_from)
         stages = (["sft"] if plan.sft else []) + ([plan.preference] if plan.preference else [])
         results, notes = [], []
+        sets = {"sft": data.sft, "dpo": data.dpo, "kto": data.kto}
+        if plan.sft and config.replay_fraction > 0:
+            self.store.update(self.run_id, stage="replay")
+            sets["sft"], note = with_replay(data.sft, model, tokenizer, config.replay_fraction, config.seed,
+                                            self.settings.cache_dir, self.settings.model_path, quantized)
+            notes.append(note)
         before = self._preference_accuracy(model, tokenizer, data) if plan.sft and plan.preference else None
         for name in stages:
             self._check_stop()
@@ -157,7 +164,7 @@ class Pipeline:
                     break
             self.store.update(self.run_id, stage=name, step=0)
             callback = RunProgress(self.store, self.run_id, name, self.should_stop)
-            results.append(STAGES[name](model, tokenizer, getattr(data, name), config, out_dir, [callback]))
+            results.append(STAGES[name](model, tokenizer, sets[name], config, out_dir, [callback]))
         self._check_stop()
         self.store.update(self.run_id, stage="save")
         save_adapter(model, adapter_dir)

@@ -19,7 +19,8 @@ LENIENT = tiny_gate(min_preference_win_rate=0.0, max_loglik_drop=100.0, max_ppl_
 
 
 def test_run_trains_gates_registers_and_auto_promotes(trainer_settings: TrainerSettings) -> None:
-    settings = replace(trainer_settings, gate=LENIENT, promotion=PromotionPolicy(mode="auto"))
+    train = replace(trainer_settings.train, replay_fraction=0.5)  # 2 rows of the base's answers beside 4
+    settings = replace(trainer_settings, gate=LENIENT, promotion=PromotionPolicy(mode="auto"), train=train)
 
     run = run_job(settings, "support", tiny_data(sft=sft_rows(), dpo=dpo_rows()))
 
@@ -33,6 +34,7 @@ def test_run_trains_gates_registers_and_auto_promotes(trainer_settings: TrainerS
     metrics = version.metrics
     assert metrics["feedback_count"] == 6 and len(metrics["dataset_hash"]) == 64
     assert [s["name"] for s in metrics["stages"]] == ["sft", "dpo"] and metrics["gate_passed"]
+    assert metrics["stages"][0]["examples"] == 6 and any(p.startswith("replay: 2 rows") for p in metrics["plan"])
     assert {"candidate_ppl", "preference_win_rate", "candidate_answer_loglik"} <= set(metrics["gate"])
     assert metrics["config"]["LoraRecipe"]["r"] == 4 and metrics["duration_s"] > 0
     assert "auto: gate passed" in registry.history("support", "production")[-1].reason

@@ -28,6 +28,7 @@ def tiny_train(**overrides: object) -> TrainConfig:
         warmup=0.0,
         min_pairs_for_dpo=4,
         skip_learned_preference=False,  # every planned stage runs; tests/trainer/test_preference_skip.py turns it on
+        replay_fraction=0.0,  # no generation before SFT; tests/trainer/test_replay.py and the job test turn it on
     )
     values.update(overrides)
     return TrainConfig(**values)
