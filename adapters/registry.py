@@ -15,6 +15,9 @@ manifest recorded at registration, adapters/integrity.py). Status changes are re
 A new version's files are copied into a staging folder named after this process and renamed into place
 inside the write transaction. A process killed before the rename leaves the staging folder; the registry
 deletes those of dead processes on this host when it opens (flywheel/scratch.py).
+
+The reads (versions, aliases, history, resolving a reference) are `RegistryReader`'s
+(adapters/registry_reader.py), which `Registry` extends with every write.
 """
 
 from __future__ import annotations
@@ -32,19 +35,18 @@ from enum import Enum
 from pathlib import Path
 
 from adapters.base_model import BaseModelInfo
-from adapters.errors import AdapterNotFound, AliasMoved, Conflict, InvalidAdapter, RegistryBusy
+from adapters.errors import AdapterNotFound, AliasMoved, Conflict, InvalidAdapter
 from adapters.integrity import manifest_of
-from adapters.names import CANDIDATE, PRODUCTION, AdapterRef, check_alias, check_name
+from adapters.names import CANDIDATE, PRODUCTION, check_alias, check_name
+from adapters.registry_reader import RegistryReader
 from adapters.schema import create_tables
 from adapters.validation import validate_adapter
-from adapters.version import AdapterVersion, AliasEvent, StatusEvent, VersionStatus
-from flywheel.database import Connection, Database, Location, describe
-from flywheel.database_errors import database_errors, is_busy
+from adapters.version import AdapterVersion, AliasEvent, VersionStatus
+from flywheel.database import Connection, Database, Location
 from flywheel.scratch import clear_dead, owned_name
 
 logger = logging.getLogger(__name__)
 
-STATUSES = tuple(VersionStatus)
 REGISTERED_STATUSES = (VersionStatus.READY, VersionStatus.REJECTED)  # what a new version can start as
 BUSY_TIMEOUT_S = 5.0  # alias moves take milliseconds: a lock held this long is stuck, so answer rather than hang
 STAGING = ".staging-"  # adapters_dir/.staging-<uuid>-<host>-<pid>: a registration's copy before its rename
@@ -69,30 +71,17 @@ def _locked(method: Callable) -> Callable:
     return wrapper
 
 
-def _reading(method: Callable) -> Callable:
-    """Reads use their own connections: a write waiting out the busy timeout never holds them up."""
-
-    @functools.wraps(method)
-    def wrapper(self: Registry, *args, **kwargs):
-        with self._busy_is_typed():
-            return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-class Registry:
-    """Versions, aliases and their history for every adapter of one base model."""
+class Registry(RegistryReader):
+    """Versions, aliases and their history for every adapter of one base model: the reads of
+    `RegistryReader`, and every write (register, alias moves, metrics, status)."""
 
     def __init__(self, db_path: Location, adapters_dir: Path, base: BaseModelInfo | None, max_rank: int = 64,
                  busy_timeout: float = BUSY_TIMEOUT_S):
         """`db_path`: the registry's SQLite file, or a postgresql:// URL shared by every replica."""
-        self.adapters_dir = Path(adapters_dir)
-        self.adapters_dir.mkdir(parents=True, exist_ok=True)
-        clear_dead(self.adapters_dir, STAGING)  # copies of registrations killed before their rename
-        self.busy_timeout = busy_timeout
-        # Reads run on connections of their own (a thread's own on SQLite, the pool's on PostgreSQL): the
-        # gateway reads on its event loop, and must not wait behind a write waiting for another process's lock.
-        self.db = Database(db_path, lock_name="registry", busy_timeout=busy_timeout)
+        adapters_dir = Path(adapters_dir)
+        adapters_dir.mkdir(parents=True, exist_ok=True)
+        clear_dead(adapters_dir, STAGING)  # copies of registrations killed before their rename
+        super().__init__(Database(db_path, lock_name="registry", busy_timeout=busy_timeout), adapters_dir)
         self.base = base
         self.max_rank = max_rank
         self._lock = threading.RLock()
@@ -105,102 +94,6 @@ class Registry:
         with self._lock, self._busy_is_typed(), self.db.write() as conn:
             yield conn
 
-    @contextmanager
-    def _busy_is_typed(self) -> Iterator[None]:
-        """Turn "database is locked" (SQLite) or a lock timeout (PostgreSQL) into RegistryBusy."""
-        try:
-            yield
-        except database_errors() as e:
-            if not is_busy(e):
-                raise
-            raise RegistryBusy(
-                f"the adapter registry is locked by another process (still busy after {self.busy_timeout:g} s),"
-                " so nothing was changed; retry shortly"
-            ) from e
-
-    def _rows(self, sql: str, args: list | tuple = ()) -> list[tuple]:
-        return self.db.read(sql, args)
-
-    def _dicts(self, sql: str, args: list | tuple = ()) -> list[dict]:
-        return self.db.query(sql, args)
-
-    def __repr__(self) -> str:
-        return f"Registry({describe(self.db.location)!r})"
-
-    # ---- reading ------------------------------------------------------------------------------
-    @_reading
-    def change_token(self) -> tuple[int, int, int]:
-        """Cheap value that changes whenever a version is added, an alias moves or a status changes (for pollers)."""
-        (row,) = self._rows(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM alias_events), (SELECT COALESCE(MAX(id), 0) FROM versions),"
-            " (SELECT COALESCE(MAX(id), 0) FROM status_events)"
-        )
-        return row[0], row[1], row[2]
-
-    @_reading
-    def adapters(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT DISTINCT adapter FROM versions ORDER BY adapter")]
-
-    @_reading
-    def versions(self, adapter: str) -> list[AdapterVersion]:
-        rows = self._dicts("SELECT * FROM versions WHERE adapter = ? ORDER BY version", [check_name(adapter)])
-        result = [AdapterVersion.from_row(r, self.adapters_dir) for r in rows]
-        if not result:
-            raise AdapterNotFound(f"adapter {adapter!r} is not registered")
-        return result
-
-    @_reading
-    def get_version(self, adapter: str, version: int) -> AdapterVersion:
-        sql = "SELECT * FROM versions WHERE adapter = ? AND version = ?"
-        rows = list(self._dicts(sql, [check_name(adapter), version]))
-        if not rows:
-            if not self._rows("SELECT 1 FROM versions WHERE adapter = ?", [adapter]):
-                raise AdapterNotFound(f"adapter {adapter!r} is not registered")
-            raise AdapterNotFound(f"adapter {adapter!r} has no version {version}")
-        return AdapterVersion.from_row(rows[0], self.adapters_dir)
-
-    @_reading
-    def aliases(self, adapter: str | None = None) -> dict[tuple[str, str], int]:
-        """(adapter, alias) -> version number, for one adapter or all."""
-        sql, args = "SELECT adapter, alias, version FROM aliases", []
-        if adapter is not None:
-            sql, args = sql + " WHERE adapter = ?", [adapter]
-        return {(a, al): v for a, al, v in self._rows(sql, args)}
-
-    @_reading
-    def aliased_versions(self) -> dict[tuple[str, str], AdapterVersion]:
-        """(adapter, alias) -> the version it points at, every alias in one query (the gateway's resolver
-        re-reads them on every registry change; one query per alias would be 10,000 at 10,000 adapters)."""
-        rows = self._dicts("SELECT a.alias AS alias_name, v.* FROM aliases a JOIN versions v"
-                           " ON v.adapter = a.adapter AND v.version = a.version")
-        return {(r["adapter"], r.pop("alias_name")): AdapterVersion.from_row(r, self.adapters_dir) for r in rows}
-
-    @_reading
-    def alias_version(self, adapter: str, alias: str) -> int | None:
-        rows = self._rows("SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias])
-        return rows[0][0] if rows else None
-
-    @_reading
-    def resolve(self, ref: AdapterRef | str) -> AdapterVersion:
-        """Turn `name`, `name@7` or `name@alias` into the immutable version it names now."""
-        ref = AdapterRef.parse(ref) if isinstance(ref, str) else ref
-        if ref.version is not None:
-            return self.get_version(ref.name, ref.version)
-        version = self.alias_version(ref.name, ref.alias or PRODUCTION)
-        if version is None:
-            if not self._rows("SELECT 1 FROM versions WHERE adapter = ?", [ref.name]):
-                raise AdapterNotFound(f"adapter {ref.name!r} is not registered")
-            raise AdapterNotFound(f"adapter {ref.name!r} has no {ref.alias!r} version")
-        return self.get_version(ref.name, version)
-
-    @_reading
-    def history(self, adapter: str, alias: str | None = None) -> list[AliasEvent]:
-        sql, args = "SELECT * FROM alias_events WHERE adapter = ?", [check_name(adapter)]
-        if alias:
-            sql, args = sql + " AND alias = ?", [*args, alias]
-        return [AliasEvent(**r) for r in self._dicts(sql + " ORDER BY id", args)]
-
-    # ---- writing ------------------------------------------------------------------------------
     def register(
         self,
         adapter: str,
@@ -268,11 +161,6 @@ class Registry:
                 [json.dumps({**json.loads(row[0]), **metrics}), adapter, version],
             )
 
-    def _not_found(self, adapter: str, version: int) -> None:
-        """Raise AdapterNotFound for a version that is not there, saying whether the adapter is."""
-        self.get_version(adapter, version)
-        raise AdapterNotFound(f"adapter {adapter!r} has no version {version}")  # it was there a moment ago
-
     def _move(
         self, conn: Connection, adapter: str, alias: str, version: int | None, actor: str, reason: str,
         expected: Expected = ANYWHERE,
@@ -332,7 +220,7 @@ class Registry:
         """The version a bare promote moves to production: the current candidate."""
         version = self.alias_version(check_name(adapter), CANDIDATE)
         if version is None:
-            self.versions(adapter)  # AdapterNotFound for an unknown adapter
+            self._require_registered(adapter)
             raise Conflict(f"adapter {adapter!r} has no candidate to promote; name a version")
         return version
 
@@ -341,7 +229,7 @@ class Registry:
         """The version `alias` held before its last move."""
         events = self.history(adapter, alias)
         if not events or events[-1].from_version is None:
-            self.versions(adapter)
+            self._require_registered(adapter)
             raise Conflict(f"{adapter}: {alias} has no earlier version to roll back to; name one with --to N")
         return events[-1].from_version
 
@@ -375,11 +263,6 @@ class Registry:
             self._move(conn, adapter, alias, None, actor, reason or f"remove {alias}", expected)
 
     # ---- status: broken files -----------------------------------------------------------------
-    @_reading
-    def status_history(self, adapter: str) -> list[StatusEvent]:
-        rows = self._dicts("SELECT * FROM status_events WHERE adapter = ? ORDER BY id", [check_name(adapter)])
-        return [StatusEvent(**r) for r in rows]
-
     def mark_broken(self, adapter: str, version: int, reason: str, *, actor: str = "gateway") -> bool:
         """Record that `version`'s files are broken, with why; False when it already was (nothing written).
 
