@@ -63,7 +63,8 @@ TRAINER_KNOBS: dict[str, tuple[type, str]] = {
         "min_new_feedback", "schedule_seconds", "min_interval_seconds", "max_backoff_seconds", "poll_seconds")},
     **{f"gate_{name}": (recipe.GateConfig, name) for name in (
         "min_preference_win_rate", "max_loglik_drop", "max_ppl_increase", "max_ppl_increase_vs_base",
-        "max_correctness_drop", "correctness_set", "correctness_questions", "saturated_preference_accuracy")},
+        "max_correctness_drop", "correctness_set", "correctness_questions", "saturated_preference_accuracy",
+        "judge_url", "judge_model", "judge_api_key", "min_judge_win_rate")},
     "promotion_policy": (recipe.PromotionPolicy, "mode"),
     "canary_share": (recipe.PromotionPolicy, "canary_share"),
     "canary_min_feedback": (recipe.PromotionPolicy, "canary_min_feedback"),

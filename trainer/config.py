@@ -8,7 +8,7 @@ the docs can show it. `__post_init__` checks name the field that is wrong.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -209,6 +209,24 @@ class GateConfig:
         default=16, metadata={"help": "Held-out traffic prompts answered for the degeneration check."}
     )
     answer_tokens: int = field(default=32, metadata={"help": "Longest generated answer in tokens."})
+    judge_url: str | None = field(
+        default=None,
+        metadata={"help": "Optional pairwise judge: the base URL of an OpenAI-compatible API (e.g. "
+                  "http://judge:8000/v1) whose model compares the candidate's and production's answers to the held-out "
+                  "traffic prompts, in both orders (trainer/judge.py). None: no judge."},
+    )
+    judge_model: str | None = field(
+        default=None, metadata={"help": "The judge's model name at judge_url (needed with it)."}
+    )
+    judge_api_key: str | None = field(
+        default=None, repr=False,
+        metadata={"help": "API key for judge_url; never stored with a version's config.", "secret": True},
+    )
+    min_judge_win_rate: float = field(
+        default=0.5,
+        metadata={"help": "With a judge: the least share of its verdicts that must pick the candidate over "
+                  "production."},
+    )
     batch_size: int = field(default=8, metadata={"help": "Sequences per evaluation forward pass."})
     max_length: int = field(default=512, metadata={"help": "Longest evaluated sequence in tokens."})
 
@@ -224,6 +242,10 @@ class GateConfig:
             raise ValueError("max_ppl_increase_vs_base must be >= 0 (or None to disable it)")
         if self.max_loglik_drop < 0 or self.max_ppl_increase < 0:
             raise ValueError("max_loglik_drop and max_ppl_increase must be >= 0")
+        if self.judge_url is not None and not (self.judge_model or "").strip():
+            raise ValueError("judge_model must name the judge's model when judge_url is set")
+        if not 0 <= self.min_judge_win_rate <= 1:
+            raise ValueError(f"min_judge_win_rate={self.min_judge_win_rate} must be in [0, 1]")
 
 
 @dataclass
@@ -293,5 +315,12 @@ class TrainerSettings:
 
 
 def config_dict(*configs: object) -> dict:
-    """The configs as one JSON-ready dict, stored on each version for lineage."""
-    return {type(c).__name__: asdict(c) for c in configs}
+    """The configs as one JSON-ready dict, stored on each version for lineage (secrets only as "(set)")."""
+    out = {}
+    for c in configs:
+        values = asdict(c)
+        for f in fields(c):
+            if f.metadata.get("secret") and values[f.name] is not None:
+                values[f.name] = "(set)"
+        out[type(c).__name__] = values
+    return out

@@ -6,6 +6,7 @@ the likelihood of held-out up-rated answers, perplexity on general English text 
 `trainer/data/` (forgetting), and the correctness of generated answers: closed-book accuracy and
 degenerate answers on held-out traffic (`trainer.correctness`; docs/architecture.md, "The gate").
 Likelihoods alone pass a candidate that states wrong facts in the preferred style; the last check does not.
+Optionally, a pairwise judge behind an OpenAI-compatible endpoint reads both sides' answers (`trainer.judge`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from trainer import correctness
+from trainer import correctness, judge
 from trainer.base_answers import BaseAnswerCache
 from trainer.config import GateConfig
 from trainer.dataset import HeldOut
@@ -168,23 +169,27 @@ def _traffic_prompts(held: HeldOut, limit: int) -> list[list[dict]]:
     return list(seen.values())[:limit]
 
 
+Replies = tuple[list[list[dict]], list[str], list[str]]  # traffic prompts, the candidate's and production's answers
+
+
 def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metrics: dict, reasons: list[str],
-                       cache: BaseAnswerCache) -> None:
+                       cache: BaseAnswerCache) -> Replies | None:
     """Closed-book accuracy against production and the base; degenerate answers on held-out traffic.
 
-    The base's answers come from `cache` when an earlier run generated them the same way.
+    The base's answers come from `cache` when an earlier run generated them the same way. Returns the
+    traffic answers for the judge (None when the candidate could not be scored).
     """
     try:
         questions = correctness.closed_book(config.correctness_set, config.correctness_questions)
     except correctness.EvalSetError as e:
         reasons.append(f"correctness: cannot score the candidate: {e}")
-        return
+        return None
     generator = correctness.Generator(scorer, config.answer_tokens)
     prompts = [correctness.question_prompt(q) for q in questions]
     traffic = _traffic_prompts(held, config.traffic_prompts)
     # With no production version yet, the base serves the adapter's name: it stands in for production.
     serving = Side.SERVING if scorer.models.has_production else Side.BASE
-    accuracy, broken, samples, cached = {}, {}, {}, []
+    accuracy, broken, samples, cached, replies = {}, {}, {}, [], {}
 
     def answer(name: str, asked: list[list[dict]]) -> list[str]:
         if name != Side.BASE:
@@ -198,7 +203,8 @@ def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metric
         accuracy[name] = correctness.accuracy(answers, questions)
         samples[name] = [{"question": q.question, "answer": a} for q, a in zip(questions[:3], answers, strict=False)]
         if name != Side.BASE or serving == Side.BASE:
-            broken[name] = correctness.degenerate_share(answer(name, traffic))
+            replies[name] = answer(name, traffic)
+            broken[name] = correctness.degenerate_share(replies[name])
     accuracy[Side.SERVING], broken[Side.SERVING] = accuracy[serving], broken[serving]
     metrics.update(
         closed_book_questions=len(questions),
@@ -223,6 +229,28 @@ def _check_correctness(scorer: Scorer, held: HeldOut, config: GateConfig, metric
             f"loop, against production's {broken[Side.SERVING]:.0%} (allowed increase "
             f"{config.max_degenerate_increase:.0%})"
         )
+    return traffic, replies[Side.TRAINED], replies[serving]
+
+
+def _check_judge(config: GateConfig, replies: Replies | None, metrics: dict, reasons: list[str]) -> None:
+    """The optional pairwise judge's win rate of the candidate over production on held-out traffic."""
+    if replies is None or not replies[0]:
+        metrics["judge_skipped"] = "no held-out traffic prompts" if replies else "no answers to judge"
+        return
+    traffic, candidate, production = replies
+    asked = ["\n".join(f"{m['role']}: {m['content']}" for m in prompt) for prompt in traffic]
+    try:
+        verdict = judge.judge(config.judge_url, config.judge_model, config.judge_api_key, asked, candidate, production)
+    except judge.JudgeUnavailable as e:
+        reasons.append(f"judge: cannot score the candidate at {config.judge_url}: {e}")
+        return
+    metrics.update(judge_model=config.judge_model, judge_win_rate=round(verdict.win_rate, 4),
+                   judge_wins=verdict.wins, judge_losses=verdict.losses, judge_unparsed=verdict.unparsed,
+                   judge_samples=verdict.samples)
+    if verdict.win_rate < config.min_judge_win_rate:
+        reasons.append(f"judge: {config.judge_model} picked the candidate in {verdict.win_rate:.0%} of "
+                       f"{verdict.wins + verdict.losses} verdicts on {len(traffic)} held-out prompts "
+                       f"(< {config.min_judge_win_rate:.0%})")
 
 
 def evaluate(
@@ -251,7 +279,9 @@ def evaluate(
         generation = {"dtype": str(dtype), "answer_tokens": config.answer_tokens, "batch_size": config.batch_size,
                       "max_length": config.max_length}
         cache = BaseAnswerCache(cache_dir, model_path, generation)
-        _check_correctness(scorer, held_out, config, metrics, reasons, cache)
+        replies = _check_correctness(scorer, held_out, config, metrics, reasons, cache)
+    if config.judge_url:
+        _check_judge(config, replies, metrics, reasons)
     result = GateResult(passed=not reasons, reasons=reasons, metrics=metrics)
     logger.info("gate %s: %s", "passed" if result.passed else "failed", "; ".join(reasons) or metrics)
     return result
