@@ -5,24 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_lora(model_dir: Path, folder: Path, *, rank: int = 16, seed: int = 0) -> Path:
-    """Save a PEFT LoRA (q/k/v/o projections, non-zero random weights) for `model_dir` into `folder`."""
+def build_loras(model_dir: Path, folders: list[Path], *, rank: int = 16, seeds: list[int] | None = None) -> list[Path]:
+    """Save a distinct PEFT LoRA (q/k/v/o projections, non-zero random weights) for `model_dir` into each of
+    `folders`, the i-th drawn with seed `seeds[i]` (default: i), from one loaded model (loading is slow)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                         init_lora_weights=False, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
-    with torch.no_grad():  # small weights: the adapter costs what a trained one costs without wrecking the text
-        for name, param in peft_model.named_parameters():
-            if "lora_A" in name or "lora_B" in name:
-                param.normal_(0, 0.01)
-    folder.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(folder)
-    return folder
+    for folder, seed in zip(folders, range(len(folders)) if seeds is None else seeds, strict=True):
+        torch.manual_seed(seed)
+        with torch.no_grad():  # small weights: the adapter costs what a trained one costs without wrecking the text
+            for name, param in peft_model.named_parameters():
+                if "lora_A" in name or "lora_B" in name:
+                    param.normal_(0, 0.01)
+        folder.mkdir(parents=True, exist_ok=True)
+        peft_model.save_pretrained(folder)
+    return list(folders)
+
+
+def build_lora(model_dir: Path, folder: Path, *, rank: int = 16, seed: int = 0) -> Path:
+    """Save one PEFT LoRA (q/k/v/o projections, non-zero random weights) for `model_dir` into `folder`."""
+    return build_loras(model_dir, [folder], rank=rank, seeds=[seed])[0]
 
 
 def identity_adapter(

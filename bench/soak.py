@@ -21,6 +21,7 @@ import httpx
 from bench.cpu import CLIENT_NICE, keep_clients_off_engine
 from bench.feedback import create_completions
 from bench.hardware import detect
+from bench.lora import build_loras
 from bench.progress import Steps
 from bench.servers import REPO, EngineFlags, RunningServer, gateway_server
 from bench.soak_page import write_soak
@@ -68,10 +69,9 @@ class SoakConfig:
 
 def build_folders(config: SoakConfig, folder: Path) -> list[Path]:
     """One PEFT LoRA per adapter, and a second of the first one's rank: its version 2."""
-    from bench.suite import build_adapters  # torch, peft: only once a soak runs
-
     ranks = [*config.adapter_ranks, config.adapter_ranks[0]]
-    built = {rank: iter(build_adapters(config.flags.model_dir, folder / f"rank{rank}", ranks.count(rank), rank))
+    built = {rank: iter(build_loras(config.flags.model_dir, [folder / f"rank{rank}" / f"lora{i:02d}"
+                                                             for i in range(ranks.count(rank))], rank=rank))
              for rank in set(ranks)}
     return [next(built[rank]) for rank in ranks]
 

@@ -24,6 +24,7 @@ from adapters.names import Alias
 from bench.cpu import cpu_use
 from bench.hardware import detect
 from bench.load import LoadSpec, LoadSummary, RequestResult, percentile, request_body, stream_one, summarize
+from bench.lora import build_loras
 from bench.peft_server import peft_server
 from bench.progress import Steps
 from bench.servers import REPO, EngineFlags, RunningServer, gateway_server, vllm_server
@@ -52,28 +53,6 @@ class SuiteConfig:
     peft_dtype: str = "float32"
     out_dir: Path = REPO / "docs"
     work_dir: Path | None = None
-
-
-def build_adapters(model_dir: Path, folder: Path, count: int, rank: int) -> list[Path]:
-    """`count` distinct PEFT LoRAs (q/k/v/o, small random weights) from one loaded model (loading is slow)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                        init_lora_weights=False, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
-    out = []
-    for i in range(count):
-        torch.manual_seed(i)
-        with torch.no_grad():  # small weights, as in bench/lora.py: the cost of a trained adapter, sane text
-            for name, param in peft_model.named_parameters():
-                if "lora_A" in name or "lora_B" in name:
-                    param.normal_(0, 0.01)
-        peft_model.save_pretrained(folder / f"lora{i:02d}")
-        out.append(folder / f"lora{i:02d}")
-    return out
 
 
 async def _mixed_load(url: str, spec: LoadSpec, adapters: list[str | None], on_done: Callable[[], None] | None = None,
@@ -149,7 +128,8 @@ def run_suite(config: SuiteConfig, steps: Steps) -> SuiteReport:
         work = config.work_dir or Path(tmp)
         count = max(config.adapter_counts)
         with steps.phase(f"building {count} rank-{config.lora_rank} PEFT LoRAs (q/k/v/o)"):
-            folders = build_adapters(flags.model_dir, work / "adapters", count, config.lora_rank)
+            folders = build_loras(flags.model_dir, [work / "adapters" / f"lora{i:02d}" for i in range(count)],
+                                  rank=config.lora_rank)
         with ExitStack() as stack:
             with steps.phase("starting vLLM's own OpenAI server"):
                 vllm = stack.enter_context(vllm_server(flags, work / "vllm.log"))

@@ -7,18 +7,12 @@ from dataclasses import asdict, dataclass
 from feedback.queries import StoreQueries
 
 
-@dataclass
-class VersionStats:
-    """Counts for one adapter version (adapter None: the base model), over all time or one UTC day."""
+class RatingCounts:
+    """What `up` and `down` rating counts imply: how many ratings, and the share that is up (one definition
+    for every count of ratings: a version's stats here, a time bucket's in feedback/timeline.py)."""
 
-    adapter: str | None
-    adapter_version: int | None
-    day: str | None = None  # "YYYY-MM-DD" (UTC) when bucketed by day
-    completions: int = 0
-    up: int = 0
-    down: int = 0
-    corrections: int = 0
-    pairs: int = 0
+    up: int
+    down: int
 
     @property
     def ratings(self) -> int:
@@ -29,6 +23,20 @@ class VersionStats:
     def up_rate(self) -> float | None:
         """Share of ratings that are up; None when there are no ratings."""
         return self.up / self.ratings if self.ratings else None
+
+
+@dataclass
+class VersionStats(RatingCounts):
+    """Counts for one adapter version (adapter None: the base model), over all time or one UTC day."""
+
+    adapter: str | None
+    adapter_version: int | None
+    day: str | None = None  # "YYYY-MM-DD" (UTC) when bucketed by day
+    completions: int = 0
+    up: int = 0
+    down: int = 0
+    corrections: int = 0
+    pairs: int = 0
 
     def as_dict(self) -> dict:
         """Plain dict, with the derived ratings and up_rate included."""

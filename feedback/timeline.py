@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from feedback.queries import CORRECTED, DOWN, UP
 from feedback.scrubbing import Scrubber
+from feedback.stats import RatingCounts
 from flywheel.database import Database, Location
 
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
@@ -34,7 +35,7 @@ class RecentRating:
 
 
 @dataclass(frozen=True)
-class Bucket:
+class Bucket(RatingCounts):
     """Ratings and completions of one version in one hour or day (`start`: the bucket's first second, UTC)."""
 
     start: float
@@ -42,14 +43,6 @@ class Bucket:
     up: int
     down: int
     corrections: int
-
-    @property
-    def ratings(self) -> int:
-        return self.up + self.down
-
-    @property
-    def up_rate(self) -> float | None:
-        return self.up / self.ratings if self.ratings else None
 
 
 def _last_user_text(messages: list[dict]) -> str:
