@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from adapters.errors import AliasMoved, Conflict, version_text
-from adapters.names import check_alias, check_name
+from adapters.names import PRODUCTION, check_alias, check_name
 from adapters.version import AliasEvent
 from server.admin import AdminService
 from server.errors import BadRequest, EngineUnavailable
@@ -42,7 +42,7 @@ class ConsoleActions:
 
     async def promote(self, adapter: str, version: int | None, reason: str, expected: int | None) -> str:
         event = await _unless_moved(self._admin().promote(check_name(adapter), version, ACTOR, reason, expected))
-        return f"{adapter}: production moved {version_text(event.from_version)} -> v{event.to_version}"
+        return f"{adapter}: {PRODUCTION} moved {version_text(event.from_version)} -> v{event.to_version}"
 
     async def rollback(self, adapter: str, alias: str, to: int | None, reason: str, expected: int | None) -> str:
         admin, alias = self._admin(), check_alias(alias)

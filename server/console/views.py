@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from adapters.catalog import Catalog, Page
 from adapters.errors import AdapterNotFound
-from adapters.names import CANARY, PRODUCTION, check_name
-from adapters.runs import Run
+from adapters.names import CANARY, CANDIDATE, PRODUCTION, Alias, check_name
+from adapters.runs import Run, RunStatus
 from adapters.version import AdapterVersion
 from feedback.timeline import FeedbackTimeline
-from flywheel.canary import CanaryDecision, Tally, policy_of, review
+from flywheel.canary import CanaryDecision, Tally, Verdict, policy_of, review
 from server.console.loss_curve import loss_plot
 from server.console.plot import Plot, plot
 from server.state import GatewayState
@@ -28,6 +28,8 @@ CHECKS = {
     "correctness": ("closed_book_questions", "candidate_correctness", "production_correctness", "base_correctness",
                     "traffic_prompts", "candidate_degenerate", "production_degenerate"),
 }
+VERDICT_TEXT: dict[Verdict, str] = {"wait": "keep waiting", "promote": "promote", "rollback": "roll back"}
+IN_PROGRESS = (RunStatus.QUEUED, RunStatus.RUNNING)  # a run whose loss curve may still grow
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,16 @@ class CanaryView:
     min_feedback: int
     alpha: float
     decision: CanaryDecision
+
+    @property
+    def sides(self) -> list[tuple[Alias, int | None, Tally]]:
+        """The table's rows: each alias, the version it points at, and that version's tally."""
+        return [(CANARY, self.canary, self.canary_tally), (PRODUCTION, self.production, self.production_tally)]
+
+    @property
+    def verdict_text(self) -> str:
+        """The decision in the page's words."""
+        return VERDICT_TEXT[self.decision.verdict]
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,8 @@ class ConsoleViews:
             by_version.setdefault(v, []).append(alias)
         return {"name": name, "aliases": aliases, "by_version": by_version, "versions": versions,
                 "history": self.catalog.history(name, 0, 10), "runs": self.state.runs.list(name, 5),
-                "canary": self.canary(name, aliases)}
+                "canary": self.canary(name, aliases), "candidate": aliases.get(CANDIDATE),
+                "rollback_alias": PRODUCTION}
 
     def canary(self, name: str, aliases: dict[str, int]) -> CanaryView | None:
         """The canary's numbers and the decision `trainer.promotion.review_canary` would take on them now."""
@@ -145,7 +158,8 @@ class ConsoleViews:
                 reasons = list(registered.metrics.get("gate_reasons") or reasons)
             except AdapterNotFound:
                 pass
-        return {"run": run, "checks": gate_checks(gate_numbers(run.metrics), reasons),
+        return {"run": run, "in_progress": run.status in IN_PROGRESS,
+                "checks": gate_checks(gate_numbers(run.metrics), reasons),
                 "stages": run.metrics.get("stages") or [], "loss": loss_plot(run.metrics.get(CURVE_KEY)),
                 "used": feedback_used(registered)}
 

@@ -52,6 +52,7 @@ def test_adapters_versions_gate_and_feedback_plot(page):
     page.click("#adapters >> text=bot")
     expect(page.locator("#aliases")).to_contain_text("production: v1")
     expect(page.locator("#aliases")).to_contain_text("candidate: v2")
+    expect(page.locator("#promote input[name=version]")).to_have_attribute("placeholder", "default: the candidate (v2)")
     versions = page.locator("#versions tbody tr")
     expect(versions).to_have_count(3)
     expect(page.locator("#versions tr[data-version='3'] .status")).to_have_text("rejected")
@@ -122,6 +123,8 @@ def test_move_an_alias_and_queue_a_training_run(page, gateway: Gateway):
     page.goto("/console/runs?adapter=helper")
     expect(page.locator("#runs tbody tr")).to_have_count(1)
     expect(page.locator("#runs .status")).to_have_text("queued")
+    page.click("#runs tbody a >> nth=0")  # the queued run's page: no loss logged yet
+    expect(page.locator("#loss-empty")).to_have_text("no loss logged yet")
 
 
 def test_a_dismissed_confirmation_sends_nothing(page, gateway: Gateway):
