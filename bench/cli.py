@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
 
 import typer
@@ -51,46 +53,57 @@ MODEL_HELP = "Base model directory (default: the embedded SmolLM2-135M-Instruct 
 
 @app.command()
 def serve(
+    rounds: int = typer.Option(4, min=1, help="Rounds; each starts, measures and stops all three servers in turn, "
+                               "in an order rotated every round (median, spread and worst round reported)."),
     concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Concurrent streaming requests."),
-    requests: int = typer.Option(64, "--requests", "-n", min=1, help="Requests per base-model run."),
-    adapter_requests: int = typer.Option(32, min=1, help="Requests per adapter run (LoRA is ~3x slower on CPU)."),
+    requests: int = typer.Option(32, "--requests", "-n", min=1, help="Requests per base-model load, per turn."),
+    adapter_requests: int = typer.Option(32, min=1, help="Requests per adapter load, per turn."),
     max_tokens: int = typer.Option(64, min=1, help="Tokens generated per request."),
-    swaps: int = typer.Option(10, min=0, help="Promotions timed per way (admin API, registry move); 0 skips."),
-    adapter: bool = typer.Option(True, help="Also compare a rank-16 adapter (--lora-modules vs the registry)."),
+    swaps: int = typer.Option(10, min=0, help="Promotions timed per way (admin API, registry move), once, on the "
+                              "last round's gateway; 0 skips."),
     model: Path = typer.Option(None, help=MODEL_HELP),
-    max_model_len: int = typer.Option(1024, help="--max-model-len / FLYWHEEL_MAX_MODEL_LEN for both servers."),
-    kv_cache_gib: int = typer.Option(1, help="KV cache GiB (VLLM_CPU_KVCACHE_SPACE) for both servers."),
-    max_num_seqs: int = typer.Option(64, help="--max-num-seqs / FLYWHEEL_MAX_NUM_SEQS for both servers."),
+    max_model_len: int = typer.Option(1024, help="--max-model-len / FLYWHEEL_MAX_MODEL_LEN for all servers."),
+    kv_cache_gib: int = typer.Option(1, help="KV cache GiB (VLLM_CPU_KVCACHE_SPACE) for all servers."),
+    max_num_seqs: int = typer.Option(64, help="--max-num-seqs / FLYWHEEL_MAX_NUM_SEQS for all servers."),
     out: Path = typer.Option(DOCS, help="Where bench_serve.json and bench_serve.md are written."),
     work_dir: Path = typer.Option(None, help="Keep server logs and the built adapter here (default: a temp dir)."),
 ) -> None:
-    """Gateway vs vLLM's own OpenAI server: same model, flags and load; throughput, TTFT, ITL, swap latency."""
+    """Stock vLLM vs vLLM with Flywheel's plugins vs the gateway: same model, flags and load, in rounds.
+
+    Three servers: vLLM's own OpenAI server with VLLM_PLUGINS="" (none of Flywheel's vLLM plugins load), the
+    same server with every installed plugin (as the gateway's engine has them), and the gateway. Each round
+    runs them one at a time (start, warm up, base-model load, rank-16 adapter load, stop), the order rotated
+    every round. Reports output tokens/s, TTFT and ITL p50/p99 per server and load as median, worst round and
+    range, and the ratios issue 14 sets targets for; then hot-swap latency once. The defaults (4 rounds, 12
+    server starts of about 30 s each on a quiet machine) take about 15-20 minutes on 2 CPU cores; on a busy
+    one, starts and loads both slow down (docs/bench_serve.md names its run's conditions).
+    """
     from bench.progress import Steps
     from bench.serve import ServeConfig, run_serve_bench
-    from bench.serve_report import ROWS
+    from bench.serve_report import RATIOS, ratio_result
 
     _quiet()
+    # a SIGTERM (a timeout, a supervisor) unwinds like Ctrl-C, so each server's `with` block stops it: stock vLLM
+    # has no orphan guard (that is one of the plugins it runs without) and would outlive the benchmark
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    config = ServeConfig(flags=_flags(model, max_model_len, kv_cache_gib, max_num_seqs), concurrency=concurrency,
-                         requests=requests, adapter_requests=adapter_requests, max_tokens=max_tokens, swaps=swaps,
-                         with_adapter=adapter, out_dir=out, work_dir=work_dir)
+    config = ServeConfig(flags=_flags(model, max_model_len, kv_cache_gib, max_num_seqs), rounds=rounds,
+                         concurrency=concurrency, requests=requests, adapter_requests=adapter_requests,
+                         max_tokens=max_tokens, swaps=swaps, out_dir=out, work_dir=work_dir)
     report = run_serve_bench(config, Steps(console))
     rows = []
-    for load in ("base", "adapter"):
-        v, g = getattr(report.vllm, load), getattr(report.gateway, load)
-        for label, key in ROWS[:6]:
-            if v or g:
-                a, b = (getattr(v, key) if v else None), (getattr(g, key) if g else None)
-                rows.append([load, label, a, b, round(b / a, 3) if a and b else None])
-    _table("gateway vs vLLM's own server", ["load", "metric", "vLLM", "gateway", "ratio"], rows)
+    for _, label, over, under, target in RATIOS:
+        result = ratio_result(report, over, under) or {}
+        rows.append([label, result.get("median_ratio"), result.get("worst_round"), target])
+    _table(f"output tokens/s ratios over {rounds} rounds", ["ratio", "of medians", "worst round", "target"], rows)
     if report.swap:
         s = report.swap.stats()
         _table("promote -> first response on the new version (ms)", ["via", "p50", "p99"],
                [["admin API", s["api_p50_ms"], s["api_p99_ms"]],
                 ["registry move", s["registry_p50_ms"], s["registry_p99_ms"]]])
-    for side in (report.vllm, report.gateway):
-        if side.error:
-            console.print(f"[red]{side.server} failed:[/red] {side.error[-1500:]}")
+    for turn in report.turns:
+        if turn.error:
+            console.print(f"[red]round {turn.round}, {turn.server} failed:[/red] {turn.error[-1500:]}")
     console.print("written: " + ", ".join(str(p) for p in report.files))
 
 

@@ -1,8 +1,13 @@
-"""Issue 2's benchmark: the gateway against vLLM's own OpenAI server, same model, flags and load.
+"""Issue 14's honest `flywheel bench serve`: stock vLLM, vLLM with Flywheel's plugins, and the gateway.
 
-The servers run one after the other, never at once (2 cores), each warmed before it is measured:
-vLLM's server (base model, then an adapter passed with --lora-modules), then the gateway (base
-model, the same adapter registered in its registry, then hot-swap latency).
+Three servers, the same model, engine flags and load: vLLM's own OpenAI server with `VLLM_PLUGINS=""`
+(none of Flywheel's vLLM plugins load), the same server with every installed plugin (Flywheel's CPU
+LoRA ops, engine-core wait and orphan guard, as the gateway's engine has them), and the gateway. In
+each of `rounds` rounds every server in turn starts, is warmed, runs the base-model load and the
+adapter load, and stops: one server at a time (2 cores). The order changes every round
+(`round_order`), so a trend on a shared machine (another job starting, a warming CPU) falls on every
+server alike; the page reports the median, the spread and the worst round (bench/serve_report.py).
+Hot-swap latency is measured once, on the last round's gateway, after its loads.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,26 +29,35 @@ from bench.hardware import Hardware, detect
 from bench.load import LoadSpec, LoadSummary, run_load
 from bench.lora import build_lora
 from bench.progress import Steps
-from bench.report import ratio, write
-from bench.serve_report import markdown
-from bench.servers import REPO, EngineFlags, RunningServer, ServerFailed, gateway_server, vllm_server
+from bench.report import write
+from bench.serve_report import SERVERS, markdown, summary_data
+from bench.servers import (
+    REPO,
+    EngineFlags,
+    RunningServer,
+    gateway_server,
+    plugin_log_config,
+    plugins_loaded,
+    vllm_server,
+)
 from bench.swap import SwapResult, measure_swaps, upload_version
 
 ADAPTER = "benchlora"
+LOADS = ("base", "adapter")
 
 
 @dataclass
 class ServeConfig:
-    """Sizes and flags of one run; the defaults finish in under 10 minutes on 2 CPU cores."""
+    """Sizes and flags of one run; the defaults take about 15-20 minutes on 2 quiet CPU cores (12 server starts)."""
 
     flags: EngineFlags
+    rounds: int = 4
     concurrency: int = 16
-    requests: int = 64
+    requests: int = 32
     adapter_requests: int = 32
     max_tokens: int = 64
     warmup_requests: int = 4
     swaps: int = 10
-    with_adapter: bool = True
     poll_seconds: float = 0.5
     lora_rank: int = 16
     out_dir: Path = REPO / "docs"
@@ -50,14 +65,18 @@ class ServeConfig:
 
 
 @dataclass
-class SideResult:
-    """One server's numbers."""
+class Turn:
+    """One server's turn in one round: started, warmed, both loads measured, stopped."""
 
     server: str
+    round: int  # from 1
+    place: int  # from 1: the turn's place in the round's order
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)  # when the turn began
     startup_s: float = 0.0
     base: LoadSummary | None = None
     adapter: LoadSummary | None = None
     cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)  # load -> CPU seconds of API and engine
+    plugins: list[str] | None = None  # vLLM's general plugins as its log says it loaded them
     error: str | None = None
 
 
@@ -67,117 +86,135 @@ class ServeReport:
 
     hardware: Hardware
     config: ServeConfig
-    vllm: SideResult
-    gateway: SideResult
+    turns: list[Turn] = field(default_factory=list)
+    orders: list[tuple[str, ...]] = field(default_factory=list)  # one per round
     swap: SwapResult | None = None
     load_average_at_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
     files: list[Path] = field(default_factory=list)
 
-    def ratios(self) -> dict[str, float | None]:
-        """Gateway / vLLM for throughput and latency, per load."""
-        out: dict[str, float | None] = {}
-        for load in ("base", "adapter"):
-            g, v = getattr(self.gateway, load), getattr(self.vllm, load)
-            if g and v:
-                out[f"{load}_throughput"] = ratio(g.output_tokens_per_s, v.output_tokens_per_s)
-                out[f"{load}_ttft_p50"] = ratio(g.ttft_p50_ms, v.ttft_p50_ms)
-                out[f"{load}_itl_p50"] = ratio(g.itl_p50_ms, v.itl_p50_ms)
-        return out
+    def summaries(self, server: str, load: str) -> list[LoadSummary]:
+        """That server's measured `load` summaries, one per round it completed, in round order."""
+        return [getattr(t, load) for t in self.turns if t.server == server and getattr(t, load)]
+
+    def plugins(self, server: str) -> list[str] | None:
+        """The plugins the server's log names, if its turns agree (None when no log said)."""
+        seen = {tuple(t.plugins) for t in self.turns if t.server == server and t.plugins is not None}
+        return list(seen.pop()) if len(seen) == 1 else None
 
     def as_dict(self) -> dict:
-        """Plain JSON-ready dict."""
+        """Plain JSON-ready dict: every turn's raw numbers, then the aggregates the page shows."""
         config = {k: v for k, v in asdict(self.config).items() if k not in ("out_dir", "work_dir")}
         return {
-            "benchmark": "gateway vs vLLM's own OpenAI server",
+            "benchmark": "stock vLLM vs vLLM with Flywheel's plugins vs the gateway, rounds in rotated order",
             "hardware": self.hardware.as_dict(),
             "load_average_at_end": self.load_average_at_end,
             "config": config,
-            "vllm": asdict(self.vllm),
-            "gateway": asdict(self.gateway),
-            "ratios_gateway_over_vllm": self.ratios(),
+            "orders": self.orders,
+            "turns": [asdict(t) for t in self.turns],
+            **summary_data(self),
             "swap": self.swap.as_dict() if self.swap else None,
         }
 
 
+def round_order(servers: Sequence[str], round_index: int) -> tuple[str, ...]:
+    """The order of round `round_index` (from 0): the servers rotated by round_index // 2, reversed on odd rounds.
+
+    For three servers that is ABC, CBA, BCA, ACB, CAB, BAC: after 4 rounds each server's places add up the same
+    (first and last equally often), and after 6 every server has held every place twice.
+    """
+    k = (round_index // 2) % len(servers)
+    order = tuple(servers[k:]) + tuple(servers[:k])
+    return order[::-1] if round_index % 2 else order
+
+
 def run_serve_bench(config: ServeConfig, steps: Steps) -> ServeReport:
-    """Run the whole comparison and write `bench_serve.json` and `bench_serve.md` under `config.out_dir`."""
-    hardware = detect()
+    """Run every round and write `bench_serve.json` and `bench_serve.md` under `config.out_dir`."""
+    report = ServeReport(detect(), config)
     with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as tmp:
         work = config.work_dir or Path(tmp)
-        lora = None
-        if config.with_adapter or config.swaps:
-            with steps.phase(f"building a rank-{config.lora_rank} PEFT LoRA for {config.flags.model_dir.name}"):
-                lora = build_lora(config.flags.model_dir, work / "lora", rank=config.lora_rank)
-        vllm = _side("vllm", config, work, lora, steps)
-        gateway, swap = SideResult("gateway"), None
-        try:
-            gateway, swap = _gateway_side(config, work, lora, steps)
-        except (ServerFailed, httpx.HTTPError, TimeoutError) as e:
-            gateway.error = str(e)[-2000:]
-    report = ServeReport(hardware, config, vllm, gateway, swap, os.getloadavg())
+        with steps.phase(f"building a rank-{config.lora_rank} PEFT LoRA for {config.flags.model_dir.name}"):
+            lora = build_lora(config.flags.model_dir, work / "lora", rank=config.lora_rank)
+        log_env = plugin_log_config(work / "vllm-logging.json")
+        for r in range(config.rounds):
+            order = round_order(SERVERS, r)
+            report.orders.append(order)
+            steps.note(f"round {r + 1}/{config.rounds}: {' -> '.join(order)}")
+            for place, server in enumerate(order, start=1):
+                turn = Turn(server, r + 1, place, os.getloadavg())
+                swaps = config.swaps if r == config.rounds - 1 else 0
+                report.swap = _turn(turn, config, work, lora, log_env, swaps, steps) or report.swap
+                report.turns.append(turn)
+    report.load_average_at_end = os.getloadavg()
     report.files = list(write(config.out_dir, "bench_serve", report.as_dict(), markdown(report)))
     return report
 
 
-def _side(name: str, config: ServeConfig, work: Path, lora: Path | None, steps: Steps) -> SideResult:
-    """vLLM's own server: base load, then the adapter load (the adapter given at start)."""
-    side = SideResult(name)
-    modules = {ADAPTER: lora} if lora and config.with_adapter else {}
+def _turn(turn: Turn, config: ServeConfig, work: Path, lora: Path, log_env: dict[str, str], swaps: int,
+          steps: Steps) -> SwapResult | None:
+    """Start `turn.server`, measure both loads (base first on odd rounds), stop it; fills `turn` in place."""
+    tag = f"{turn.server}-r{turn.round}"
+    swap = None
     try:
-        start = time.perf_counter()
         with ExitStack() as stack:
-            with steps.phase("starting vLLM's own OpenAI server"):
-                server = stack.enter_context(vllm_server(config.flags, work / "vllm.log", modules))
-            side.startup_s = round(time.perf_counter() - start, 1)
-            side.base = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name), side)
-            if modules:
-                side.adapter = _measure(server, config, steps, LoadSpec(model=ADAPTER), side)
-    except (ServerFailed, httpx.HTTPError) as e:
-        side.error = str(e)[-2000:]
-    return side
+            start = time.perf_counter()
+            with steps.phase(f"round {turn.round}, turn {turn.place}: starting {turn.server}"):
+                server, adapter_spec, data_dir = _start(turn.server, config, work, tag, lora, log_env, stack)
+            turn.startup_s = round(time.perf_counter() - start, 1)
+            base_spec = LoadSpec(model=config.flags.served_model_name)
+            loads = LOADS if turn.round % 2 else LOADS[::-1]
+            for load in loads:
+                spec = base_spec if load == "base" else adapter_spec
+                summary, cpu = _measure(server, config, steps, spec, load)
+                setattr(turn, load, summary)
+                turn.cpu_s[load] = cpu
+            if swaps and data_dir is not None:
+                swap = _swaps(server, config, data_dir, lora, swaps, steps)
+    except Exception as e:  # noqa: BLE001 - a failed turn is reported on the page; the other turns still run
+        turn.error = f"{type(e).__name__}: {e}"[-2000:]
+    log = work / f"{tag}.log"
+    if log.exists():
+        turn.plugins = plugins_loaded(log.read_text(errors="replace"))
+    return swap
 
 
-def _gateway_side(
-    config: ServeConfig, work: Path, lora: Path | None, steps: Steps
-) -> tuple[SideResult, SwapResult | None]:
-    """The gateway: base load, the same adapter registered as production, then hot-swap latency."""
+def _start(name: str, config: ServeConfig, work: Path, tag: str, lora: Path, log_env: dict[str, str],
+           stack: ExitStack) -> tuple[RunningServer, LoadSpec, Path | None]:
+    """Start one server; returns it, the adapter load's request shape, and the gateway's data folder."""
+    log = work / f"{tag}.log"
+    if name == "gateway":
+        data_dir = work / f"{tag}-data"  # a fresh registry per turn: each starts as a new deployment would
+        server = stack.enter_context(gateway_server(config.flags, data_dir, log, config.poll_seconds,
+                                                    extra_env=log_env))
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            upload_version(client, ADAPTER, lora, alias=Alias.PRODUCTION)
+        return server, LoadSpec(model=config.flags.served_model_name, adapter=ADAPTER), data_dir
+    server = stack.enter_context(vllm_server(config.flags, log, {ADAPTER: lora}, plugins=name == "vllm-plugins",
+                                             name=name, extra_env=log_env))
+    return server, LoadSpec(model=ADAPTER), None
+
+
+def _swaps(server: RunningServer, config: ServeConfig, data_dir: Path, lora: Path, swaps: int,
+           steps: Steps) -> SwapResult:
+    """Promote-to-first-answer latency through the admin API and through a registry move from this process."""
     from adapters.base_model import BaseModelInfo
     from adapters.registry import Registry
 
-    side, swap = SideResult("gateway"), None
-    data_dir = work / "gateway-data"
-    start = time.perf_counter()
-    with ExitStack() as stack:
-        with steps.phase("starting the Flywheel gateway"):
-            server = stack.enter_context(gateway_server(config.flags, data_dir, work / "gateway.log",
-                                                        config.poll_seconds))
-        side.startup_s = round(time.perf_counter() - start, 1)
-        side.base = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name), side)
-        if lora and config.with_adapter:
-            with httpx.Client(base_url=server.url, timeout=120) as client:
-                upload_version(client, ADAPTER, lora, alias=Alias.PRODUCTION)
-            side.adapter = _measure(server, config, steps, LoadSpec(model=config.flags.served_model_name,
-                                                                    adapter=ADAPTER), side)
-        if lora and config.swaps:
-            registry = Registry(data_dir / "registry.db", data_dir / "adapters",
-                                BaseModelInfo.from_dir(config.flags.model_dir), config.flags.max_lora_rank)
+    registry = Registry(data_dir / "registry.db", data_dir / "adapters",
+                        BaseModelInfo.from_dir(config.flags.model_dir), config.flags.max_lora_rank)
 
-            def promote(name: str, version: int) -> object:  # what `flywheel adapters promote` does
-                return registry.promote(name, version, actor="bench", reason="swap latency")
+    def promote(name: str, version: int) -> object:  # what `flywheel adapters promote` does
+        return registry.promote(name, version, actor="bench", reason="swap latency")
 
-            with steps.bar("hot-swap: promote -> first response on the new version", 2 * config.swaps) as tick:
-                swap = measure_swaps(server.url, lora, promote, swaps=config.swaps,
-                                     poll_seconds=config.poll_seconds, on_done=tick)
-    return side, swap
+    with steps.bar("hot-swap: promote -> first response on the new version", 2 * swaps) as tick:
+        return measure_swaps(server.url, lora, promote, swaps=swaps, poll_seconds=config.poll_seconds,
+                             on_done=tick)
 
 
-def _measure(
-    server: RunningServer, config: ServeConfig, steps: Steps, template: LoadSpec, side: SideResult
-) -> LoadSummary:
+def _measure(server: RunningServer, config: ServeConfig, steps: Steps, template: LoadSpec,
+             load: str) -> tuple[LoadSummary, dict[str, float]]:
     """Warm the server on this request shape, then run the measured load, noting the server's CPU use."""
-    on_adapter = template.adapter is not None or template.model == ADAPTER
-    what = f"adapter {ADAPTER}" if on_adapter else "base model"
-    requests = config.adapter_requests if on_adapter else config.requests
+    requests = config.adapter_requests if load == "adapter" else config.requests
+    what = f"adapter {ADAPTER}" if load == "adapter" else "base model"
     warm = LoadSpec(concurrency=min(4, config.concurrency), requests=config.warmup_requests, max_tokens=8,
                     model=template.model, adapter=template.adapter)
     asyncio.run(run_load(server.url, warm))
@@ -187,7 +224,6 @@ def _measure(
     with steps.bar(f"{server.name}: {what}, {requests} requests, {spec.concurrency} at once", requests) as tick:
         _, summary = asyncio.run(run_load(server.url, spec, tick))
     used = cpu_use(server.pid) - before
-    side.cpu_s["adapter" if on_adapter else "base"] = {"api_process": used.api_s, "engine": used.engine_s}
     steps.note(f"{server.name} {what}: {summary.output_tokens_per_s:.1f} tokens/s, "
-               f"TTFT p50 {summary.ttft_p50_ms:.0f} ms, errors {summary.errors}")
-    return summary
+               f"TTFT p50 {summary.ttft_p50_ms:.0f} ms, ITL p50 {summary.itl_p50_ms:.0f} ms, errors {summary.errors}")
+    return summary, {"api_process": used.api_s, "engine": used.engine_s}

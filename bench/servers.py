@@ -1,12 +1,17 @@
 """Start, wait for and always stop the servers under test: vLLM's own OpenAI server and the gateway.
 
-Both get the same engine flags (`EngineFlags`), each runs in its own process group on a free
+All get the same engine flags (`EngineFlags`), each runs in its own process group on a free
 loopback port, and each is killed on the way out of its `with` block, whatever happened inside.
+vLLM's own server runs either stock (`VLLM_PLUGINS=""`: none of the `vllm.general_plugins` entry
+points load, Flywheel's included) or with every installed plugin, as the gateway's engine does.
+Each server logs which plugins vLLM loaded (`plugin_log_config`), so a page can show it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -149,11 +154,64 @@ def stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
         pass
 
 
-def vllm_server(flags: EngineFlags, log: Path, lora_modules: dict[str, Path] | None = None):
-    """Context manager: vLLM's own server, ready, on a free port."""
+def vllm_server(flags: EngineFlags, log: Path, lora_modules: dict[str, Path] | None = None, *,
+                plugins: bool = True, name: str = "vllm", extra_env: dict[str, str] | None = None):
+    """Context manager: vLLM's own server, ready, on a free port; `plugins=False` loads none of vLLM's plugins."""
     port = free_port()
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(flags.kv_cache_gib)}
-    return running("vllm", vllm_command(flags, port, lora_modules or {}), env, "/v1/models", port, log)
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(flags.kv_cache_gib)} | (extra_env or {})
+    if not plugins:
+        # vllm/envs.py splits VLLM_PLUGINS on ","; "" gives [""], an allow-list no plugin name is in
+        # (vllm/plugins/__init__.py: load_plugins_by_group), while an unset variable loads them all
+        env["VLLM_PLUGINS"] = ""
+    return running(name, vllm_command(flags, port, lora_modules or {}), env, "/v1/models", port, log)
+
+
+PLUGIN_GROUP = "vllm.general_plugins"
+
+
+def plugin_log_config(path: Path) -> dict[str, str]:
+    """Write a vLLM logging config that is vLLM's default (INFO) plus its plugin loader at DEBUG; returns the
+    environment that makes a server use it. vLLM logs which plugins it loads only at DEBUG, and the whole of
+    vLLM at DEBUG would slow the server under test; one logger's few start-up lines do not."""
+    fmt = "(%(vllm_process_name)s pid=%(process)d) %(levelname)s %(asctime)s [%(fileinfo)s:%(lineno)d] %(message)s"
+    config = {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"vllm": {"()": "vllm.logging_utils.NewLineFormatter", "format": fmt,
+                                "datefmt": "%m-%d %H:%M:%S", "log_level": "INFO"}},
+        "handlers": {"vllm": {"class": "logging.StreamHandler", "formatter": "vllm", "level": "DEBUG",
+                              "stream": "ext://sys.stdout"}},
+        "loggers": {"vllm": {"handlers": ["vllm"], "level": "INFO", "propagate": False},
+                    "vllm.plugins": {"handlers": ["vllm"], "level": "DEBUG", "propagate": False}},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2))
+    return {"VLLM_LOGGING_CONFIG_PATH": str(path)}
+
+
+def plugins_loaded(log_text: str, group: str = PLUGIN_GROUP) -> list[str] | None:
+    """Which plugins of `group` vLLM loaded, from a server log written under `plugin_log_config`; None when the
+    log does not say (it ran without that config, or vLLM changed its messages).
+
+    vLLM lists the group's plugins ("- name -> module:function"), then says "All plugins in this group will be
+    loaded" when VLLM_PLUGINS is unset, or "Loading plugin NAME" for each allowed name (vllm/plugins/__init__.py).
+    """
+    lines = log_text.splitlines()
+    starts = [i for i, line in enumerate(lines) if f"Available plugins for group {group}:" in line]
+    if not starts:
+        return None
+    loaded: set[str] = set()
+    for start in starts:  # once per vLLM process (API server, engine core)
+        listed = []
+        for line in lines[start + 1:]:
+            match = re.search(r"\] - (\S+) -> \S+$", line)
+            if not match:
+                break
+            listed.append(match.group(1))
+        block = "\n".join(lines[start:start + len(listed) + 3])
+        if "All plugins in this group will be loaded" in block:
+            loaded.update(listed)
+    loaded.update(re.findall(r"Loading plugin (\S+)", log_text))
+    return sorted(loaded)
 
 
 def gateway_server(flags: EngineFlags, data_dir: Path, log: Path, poll_seconds: float = 0.5,
