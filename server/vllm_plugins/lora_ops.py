@@ -8,9 +8,13 @@ GEMM against all slots' stacked B. With `max_loras` slots of rank r that is a fe
 but as one dense GEMM instead of a per-token weight copy: 1.5-4x faster per call on this CPU (measured in
 tests/gateway/test_lora_ops.py's shapes; docs/bench_suite.md has the end-to-end effect).
 
-Semantics are vLLM's, including `weights[-1]` being the last slot. `register` is the entry point in the
-`vllm.general_plugins` group (pyproject.toml), so vLLM runs it in every process it starts, the worker
-included. `VLLM_PLUGINS` (vLLM's allow-list) can leave it out.
+Semantics are vLLM's but for one fix: a token of a request without an adapter (index -1) gets no LoRA
+delta. vLLM's torch ops index `weights[-1]`, the LAST SLOT, for it; once an adapter occupies that slot,
+a base-model request batched beside any adapter request was answered with that adapter's weights (seen
+end to end in float32: the base's greedy answer became the last slot's adapter's answer word for word;
+tests/integration/test_lora_parity.py fills every slot to keep it out). vLLM's GPU kernels skip -1.
+`register` is the entry point in the `vllm.general_plugins` group (pyproject.toml), so vLLM runs it in
+every process it starts, the worker included. `VLLM_PLUGINS` (vLLM's allow-list) can leave it out.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ def bgmv_shrink(
     slots, rank, hidden = weights.shape
     dtype = output_tensor.dtype
     every_slot = inputs.to(dtype) @ weights.reshape(slots * rank, hidden).to(dtype).t()  # [tokens, slots*r]
-    picked = every_slot.view(-1, slots, rank)[torch.arange(every_slot.shape[0]), lora_indices_tensor.remainder(slots)]
-    output_tensor[:, :rank] = scaling * picked
+    picked = every_slot.view(-1, slots, rank)[torch.arange(every_slot.shape[0]), lora_indices_tensor.clamp(min=0)]
+    output_tensor[:, :rank] = scaling * picked * (lora_indices_tensor >= 0).unsqueeze(1)  # no adapter: zero
 
 
 def _expand(inputs: torch.Tensor, lora_b_weights: torch.Tensor, dtype: torch.dtype, indices: torch.Tensor):
@@ -49,7 +53,8 @@ def _expand(inputs: torch.Tensor, lora_b_weights: torch.Tensor, dtype: torch.dty
     slots, out, rank = weights.shape
     tokens = inputs.shape[0]
     spread = torch.zeros(tokens, slots, rank, dtype=dtype)
-    spread[torch.arange(tokens), indices.remainder(slots)] = inputs.to(dtype)
+    adapted = indices >= 0  # a token without an adapter keeps an all-zero row: its delta is zero
+    spread[torch.arange(tokens)[adapted], indices[adapted]] = inputs.to(dtype)[adapted]
     return spread.view(tokens, slots * rank) @ weights.to(dtype).transpose(1, 2).reshape(slots * rank, out)
 
 

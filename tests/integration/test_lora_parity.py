@@ -30,7 +30,10 @@ ADAPTERS = {"parity-r8": (8, 1, 0.05), "parity-r64": (64, 2, 0.02), "parity-r8b"
 @pytest.fixture(scope="module")
 def parity_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("parity-data")
-    env = {**gateway_env(data, free_port()), "FLYWHEEL_DTYPE": "float32", "FLYWHEEL_MAX_LORA_RANK": "64"}
+    # As many slots as adapters, so the mixed batch fills the last slot too: vLLM's CPU ops gave a request
+    # without an adapter the last slot's weights (server/vllm_plugins/lora_ops.py), which a free last slot hid.
+    env = {**gateway_env(data, free_port()), "FLYWHEEL_DTYPE": "float32", "FLYWHEEL_MAX_LORA_RANK": "64",
+           "FLYWHEEL_MAX_LORAS": str(len(ADAPTERS))}
     proc, gw = launch(env, data / "gateway.log")
     try:
         yield gw
