@@ -56,8 +56,8 @@ def serve(
     rounds: int = typer.Option(4, min=1, help="Rounds; each starts, measures and stops all three servers in turn, "
                                "in an order rotated every round (median, spread and worst round reported)."),
     concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Concurrent streaming requests."),
-    requests: int = typer.Option(32, "--requests", "-n", min=1, help="Requests per base-model load, per turn."),
-    adapter_requests: int = typer.Option(32, min=1, help="Requests per adapter load, per turn."),
+    requests: int = typer.Option(16, "--requests", "-n", min=1, help="Requests per base-model load, per turn."),
+    adapter_requests: int = typer.Option(16, min=1, help="Requests per adapter load, per turn."),
     max_tokens: int = typer.Option(64, min=1, help="Tokens generated per request."),
     swaps: int = typer.Option(10, min=0, help="Promotions timed per way (admin API, registry move), once, on the "
                               "last round's gateway; 0 skips."),
@@ -75,7 +75,7 @@ def serve(
     runs them one at a time (start, warm up, base-model load, rank-16 adapter load, stop), the order rotated
     every round. Reports output tokens/s, TTFT and ITL p50/p99 per server and load as median, worst round and
     range, and the ratios issue 14 sets targets for; then hot-swap latency once. The defaults (4 rounds, 12
-    server starts of about 30 s each on a quiet machine) take about 15-20 minutes on 2 CPU cores; on a busy
+    server starts of about 30 s each on a quiet machine) take about 10-15 minutes on 2 CPU cores; on a busy
     one, starts and loads both slow down (docs/bench_serve.md names its run's conditions).
     """
     from bench.progress import Steps

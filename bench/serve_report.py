@@ -180,8 +180,9 @@ def _settings(report: ServeReport) -> str:
         f"{c.adapter_requests} on one rank-{c.lora_rank} adapter (q/k/v/o, random weights), {c.max_tokens} tokens "
         f"each (temperature 0, long-answer prompts), each after {c.warmup_requests} warm-up requests of its own "
         "shape; base first in odd rounds, the adapter first in even ones. The single-pass page before issue 14 "
-        "ran 64 base-model requests once per server; the default is now 32 per turn, since 4 rounds of 3 "
-        "servers is 12 starts, and the rounds are what show the spread\n"
+        "ran 64 base-model and 32 adapter requests once per server; the default is now 16 of each per turn "
+        "(one wave of the 16 streams), since 4 rounds of 3 servers is 12 starts, and the rounds are what show "
+        "the spread\n"
         "- The load generator runs in the benchmark's own process at normal niceness, unpinned (unlike "
         "`flywheel bench feedback`'s, at nice 5); the adapter is named in `model` on vLLM's servers "
         "(`--lora-modules`) and in the `adapter` field on the gateway (registered as its production alias)\n"
@@ -217,12 +218,13 @@ def _swap_section(report: ServeReport) -> str | None:
 
 def markdown(report: ServeReport) -> str:
     """The whole page: hardware and conditions, the three-column tables, ratios, rounds, CPU, swaps, errors."""
-    n = len(report.orders)
+    n, planned = len(report.orders), report.config.rounds
+    done = f"{n} rounds" if n == planned else f"{n} of {planned} planned rounds (the run stopped early)"
     parts = [
         "# Stock vLLM, vLLM with Flywheel's plugins, and the gateway",
         "Produced by `flywheel bench serve`. Three servers, the same model, engine flags and load, in "
-        f"{n} rounds with the order rotated every round, one server at a time. Each cell: **median / worst "
-        f"round (lowest-highest)** over the {n} rounds; the worst round is the lowest throughput or the "
+        f"{done}, the order rotated every round, one server at a time. Each cell: **median / worst "
+        f"round (lowest-highest)** over the rounds; the worst round is the lowest throughput or the "
         "highest latency.",
         hardware_section(report.hardware, report.load_average_at_end),
         _settings(report),

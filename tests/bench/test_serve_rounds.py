@@ -102,3 +102,11 @@ def test_the_plugins_vllm_loaded_are_read_from_its_log():
     allowed = "(EngineCore pid=1) DEBUG 12-07 14:54:38 [__init__.py:65] Loading plugin flywheel_cpu_lora_ops"
     assert plugins_loaded(LOG.format(last=allowed)) == ["flywheel_cpu_lora_ops"]
     assert plugins_loaded("INFO nothing about plugins") is None
+
+
+def test_a_run_stopped_early_says_so():
+    report = _report()
+    report.config.rounds = 6
+    assert "in 4 of 6 planned rounds (the run stopped early)" in markdown(report)
+    report.config.rounds = 4
+    assert "in 4 rounds, the order rotated" in markdown(report)
