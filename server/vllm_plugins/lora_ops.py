@@ -42,16 +42,39 @@ def bgmv_shrink(
     weights = _slots(lora_a_weights)  # [slots, r, hidden]
     slots, rank, hidden = weights.shape
     dtype = output_tensor.dtype
+    slot = _one_slot(lora_indices_tensor)
+    if slot is not None:  # every row on one adapter (or none): one GEMM against that slot alone
+        if slot < 0:
+            output_tensor[:, :rank] = 0
+        else:
+            output_tensor[:, :rank] = scaling * (inputs.to(dtype) @ weights[slot].to(dtype).t())
+        return
     every_slot = inputs.to(dtype) @ weights.reshape(slots * rank, hidden).to(dtype).t()  # [tokens, slots*r]
     picked = every_slot.view(-1, slots, rank)[torch.arange(every_slot.shape[0]), lora_indices_tensor.clamp(min=0)]
     output_tensor[:, :rank] = scaling * picked * (lora_indices_tensor >= 0).unsqueeze(1)  # no adapter: zero
 
 
-def _expand(inputs: torch.Tensor, lora_b_weights: torch.Tensor, dtype: torch.dtype, indices: torch.Tensor):
-    """B[slot(t)] @ inputs[t] for every token t, as one GEMM over all slots."""
+def _one_slot(indices: torch.Tensor) -> int | None:
+    """The slot every token uses (-1: none has an adapter), or None for a batch that mixes slots.
+
+    The common batch is one adapter's requests, or the base's alone: then shrink and expand are one GEMM
+    against that slot's weights, not against every slot's (max_loras times fewer multiply-adds).
+    """
+    first = int(indices[0]) if indices.numel() else -1
+    return first if bool((indices == first).all()) else None
+
+
+def _expand(inputs: torch.Tensor, lora_b_weights: torch.Tensor, dtype: torch.dtype, indices: torch.Tensor,
+            add: bool) -> torch.Tensor | None:
+    """B[slot(t)] @ inputs[t] for every token t, as one GEMM (None: no token has an adapter, nothing to add)."""
     weights = _slots(lora_b_weights)  # [slots, out, r]
     slots, out, rank = weights.shape
     tokens = inputs.shape[0]
+    slot = _one_slot(indices)
+    if slot is not None:
+        if slot < 0:
+            return None if add else torch.zeros(tokens, out, dtype=dtype)
+        return inputs.to(dtype) @ weights[slot].to(dtype).t()
     spread = torch.zeros(tokens, slots, rank, dtype=dtype)
     adapted = indices >= 0  # a token without an adapter keeps an all-zero row: its delta is zero
     spread[torch.arange(tokens)[adapted], indices[adapted]] = inputs.to(dtype)[adapted]
@@ -65,7 +88,9 @@ def bgmv_expand(
     lora_indices_tensor: torch.Tensor,
     add_inputs: bool = True,
 ) -> None:
-    outputs = _expand(inputs, lora_b_weights, output_tensor.dtype, lora_indices_tensor)
+    outputs = _expand(inputs, lora_b_weights, output_tensor.dtype, lora_indices_tensor, add_inputs)
+    if outputs is None:
+        return
     limit = 1 if outputs.shape[0] == 1 and output_tensor.shape[0] != 1 else output_tensor.shape[0]
     common = min(outputs.shape[1], output_tensor.shape[1])  # the LoRA and the model may pad differently
     if add_inputs:
@@ -83,7 +108,9 @@ def bgmv_expand_slice(
     slice_size: int,
     add_inputs: bool = True,
 ) -> None:
-    outputs = _expand(inputs, lora_b_weights, output_tensor.dtype, lora_indices_tensor)
+    outputs = _expand(inputs, lora_b_weights, output_tensor.dtype, lora_indices_tensor, add_inputs)
+    if outputs is None:
+        return
     if add_inputs:
         output_tensor[:, slice_offset : slice_offset + slice_size] += outputs
     else:

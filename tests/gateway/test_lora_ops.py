@@ -13,9 +13,10 @@ theirs = type("VllmOps", (), {name: staticmethod(getattr(vllm_ops, name))
                               for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")})
 
 
+@pytest.mark.parametrize("batch", ["mixed", "one adapter", "no adapter"])
 @pytest.mark.parametrize(("tokens", "slots", "rank", "hidden", "out"),
                          [(16, 4, 8, 576, 576), (64, 16, 8, 576, 192), (3, 4, 16, 576, 1536), (1, 1, 8, 64, 64)])
-def test_same_results_as_vllms_ops(tokens, slots, rank, hidden, out):
+def test_same_results_as_vllms_ops(tokens, slots, rank, hidden, out, batch):
     torch.manual_seed(tokens + slots)
     x = torch.randn(tokens, hidden, dtype=torch.bfloat16)
     a = torch.randn(slots, 1, rank, hidden, dtype=torch.bfloat16)
@@ -24,6 +25,8 @@ def test_same_results_as_vllms_ops(tokens, slots, rank, hidden, out):
     indices[0] = -1  # a token without an adapter: vLLM's ops give it the last slot's delta, ours none
     if tokens > 1:
         indices[1] = slots - 1
+    if batch != "mixed":  # one slot for every row: our one-GEMM path
+        indices = torch.full((tokens,), slots - 1 if batch == "one adapter" else -1)
     # vLLM's ops with a last slot of zeros are what vLLM means (its GPU kernels skip -1): the reference
     a_ref, b_ref = torch.cat([a, torch.zeros_like(a[:1])]), torch.cat([b, torch.zeros_like(b[:1])])
 
