@@ -323,3 +323,4 @@ def _mount(module: str, name: str) -> None:
 _mount("bench.loop", "loop")
 _mount("bench.train_bench", "train")
 _mount("bench.recipe", "recipe")
+_mount("bench.replicas", "replicas")
