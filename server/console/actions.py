@@ -2,7 +2,8 @@
 
 Each move names where the page showed the alias (`expected`), and the registry checks it inside the move's
 write transaction: a move made by someone else since the page loaded, through any replica, is refused with
-a message instead of being overwritten blindly.
+a message instead of being overwritten blindly. A promote with no version named promotes the candidate the
+page showed (its `seen` field), refused as well when the candidate has moved since.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from adapters.errors import AliasMoved, Conflict, version_text
-from adapters.names import PRODUCTION, check_alias, check_name
+from adapters.names import CANDIDATE, PRODUCTION, check_alias, check_name
 from adapters.version import AliasEvent
 from server.admin import AdminService
 from server.errors import BadRequest, EngineUnavailable
@@ -40,9 +41,24 @@ class ConsoleActions:
             raise EngineUnavailable(self.state.startup_error or "the engine is still warming up; try again shortly")
         return AdminService(self.state.registry, self.state.resolver)
 
-    async def promote(self, adapter: str, version: int | None, reason: str, expected: int | None) -> str:
-        event = await _unless_moved(self._admin().promote(check_name(adapter), version, ACTOR, reason, expected))
+    async def promote(self, adapter: str, version: int | None, reason: str, expected: int | None,
+                      shown_candidate: int | None = None) -> str:
+        """Promote `version`, or with none named the candidate the page showed (`shown_candidate`), never
+        whatever the candidate is by now: a candidate moved since the page loaded is refused like production."""
+        admin = self._admin()
+        if version is None:
+            version = self._shown_candidate(check_name(adapter), shown_candidate)
+        event = await _unless_moved(admin.promote(check_name(adapter), version, ACTOR, reason, expected))
         return f"{adapter}: {PRODUCTION} moved {version_text(event.from_version)} -> v{event.to_version}"
+
+    def _shown_candidate(self, adapter: str, shown: int | None) -> int:
+        if shown is None:
+            raise BadRequest(f"{adapter}: the page showed no candidate to promote; name a version", "version")
+        now = self.state.registry.alias_version(adapter, CANDIDATE)
+        if now != shown:
+            raise Conflict(f"{adapter}: {CANDIDATE} moved to {version_text(now)} since the page showed "
+                           f"{version_text(shown)}; nothing was changed. Reload and decide again.")
+        return shown
 
     async def rollback(self, adapter: str, alias: str, to: int | None, reason: str, expected: int | None) -> str:
         admin, alias = self._admin(), check_alias(alias)

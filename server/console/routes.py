@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from adapters.names import PRODUCTION
+from adapters.names import CANDIDATE, PRODUCTION
 from server.console import session
 from server.console.actions import ConsoleActions
 from server.console.pages import ConsoleRoute, done, render
@@ -126,7 +126,8 @@ def _seen(text: str, alias: str) -> int | None:
 async def promote(name: str, request: Request, state: StateDep, version: Text = "", reason: Text = "",
                   seen: Text = "", confirm: Text = "", csrf: Text = "") -> Response:
     reason = _confirmed(csrf, confirm, reason, request)
-    text = await ConsoleActions(state).promote(name, _version(version), reason, _seen(seen, PRODUCTION))
+    text = await ConsoleActions(state).promote(name, _version(version), reason, _seen(seen, PRODUCTION),
+                                               _seen(seen, CANDIDATE))  # an empty version: the candidate shown
     return done(request, "ok", text)
 
 

@@ -108,6 +108,12 @@ def test_actions_that_cannot_apply_say_why_and_change_nothing(page, gateway: Gat
     expect(page.locator("#flash.error")).to_contain_text("moved to v2 since the page showed v1")
     assert gateway.registry.alias_version("bot", "production") == 2
     gateway.registry.set_alias("bot", "production", 1, actor="cli", reason="back")
+    page.goto("/console/adapters/bot")  # shows "default: the candidate (v2)"
+    gateway.registry.set_alias("bot", "candidate", 1, actor="cli", reason="candidate moved")
+    act(page, "promote", "the candidate shown")  # no version named: the v2 the page showed, not v1
+    expect(page.locator("#flash.error")).to_contain_text("candidate moved to v1 since the page showed v2")
+    assert gateway.registry.alias_version("bot", "production") == 1
+    gateway.registry.set_alias("bot", "candidate", 2, actor="cli", reason="back")
     assert page.goto("/console/adapters/nope").status == 404
     expect(page.locator("#error")).to_contain_text("not registered")
 
