@@ -86,12 +86,13 @@ class AdapterResolver:
             version = self._aliases.get((ref.name, CANARY))  # a share of the bare name's traffic tries the canary
         if version is None and ref.alias is not None:
             version = self._aliases.get((ref.name, ref.alias))
-            if version is None:
-                version = self.registry.resolve(ref)  # raises AdapterNotFound with the right message
+            if version is None:  # raises AdapterNotFound with the right message; off the loop, like every read
+                version = await asyncio.to_thread(self.registry.resolve, ref)
         if version is None:
             version = self._pinned.get((ref.name, ref.version))
             if version is None:  # one registry read per pinned version (until the registry changes), not per request
-                version = self._pinned[(ref.name, ref.version)] = self.registry.get_version(ref.name, ref.version)
+                version = await asyncio.to_thread(self.registry.get_version, ref.name, ref.version)
+                self._pinned[(ref.name, ref.version)] = version
             if version.status == VersionStatus.REJECTED:
                 raise AdapterNotFound(f"{version.lora_name} was rejected by the evaluation gate and is not served")
         await self.ensure_loaded(version)
@@ -153,11 +154,13 @@ class AdapterResolver:
             await self._refresh(force)
 
     async def _refresh(self, force: bool) -> None:
-        token = self.registry.change_token()
+        # Registry reads run on a thread: on PostgreSQL each is a network round trip, and a slow or unreachable
+        # database must stall this poll, not every request and stream on the event loop.
+        token = await asyncio.to_thread(self.registry.change_token)
         if token == self._token and not force:
             return
         self._pinned.clear()  # a version's status can change (broken, verified): re-read pins once
-        current = self.registry.aliased_versions()  # one query, however many adapters
+        current = await asyncio.to_thread(self.registry.aliased_versions)  # one query, however many adapters
         for key in [k for k in self._aliases if k not in current]:
             logger.info("alias %s@%s removed", *key)
             del self._aliases[key]

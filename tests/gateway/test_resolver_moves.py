@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from flywheel.settings import Settings
 from server.errors import AdapterLoadFailed
 from tests.fake_engine import FakeEngine
 from tests.gateway.test_admin_routes import served_by
-from tests.gateway.test_chat_routes import register
+from tests.gateway.test_chat_routes import HI, register
 from tests.lora_factory import write_lora
 
 
@@ -59,3 +60,29 @@ def test_aliased_versions_are_every_alias_with_its_version(settings: Settings, b
                                                         ("b", "production"): 1}
     assert found[("a", "canary")] == registry.get_version("a", 2)
     assert {k: v for k, v in registry.aliases().items()} == {k: v.version for k, v in found.items()}
+
+
+def test_a_slow_registry_stalls_the_poll_not_the_requests(client: TestClient):
+    # On PostgreSQL every registry read is a network round trip; a database that hangs must not freeze the
+    # event loop that serves requests and streams. The poller's read is held here until the chat has answered.
+    registry = client.app.state.flywheel.resolver.registry
+    entered, release, read = threading.Event(), threading.Event(), registry.change_token
+
+    def hanging_read():
+        entered.set()
+        release.wait(60)
+        return read()
+
+    registry.change_token = hanging_read
+    try:
+        assert entered.wait(10), "the poller never read the registry"
+        answers = []
+        chat = threading.Thread(target=lambda: answers.append(client.post("/v1/chat/completions",
+                                                                         json={"messages": HI}).status_code))
+        chat.start()
+        chat.join(30)
+        assert answers == [200], "a chat request waited for the registry poll: the event loop was blocked"
+        assert not release.is_set()  # the poll is still inside its read
+    finally:
+        release.set()
+        registry.change_token = read
