@@ -4,6 +4,9 @@ Each move names where the page showed the alias (`expected`), and the registry c
 write transaction: a move made by someone else since the page loaded, through any replica, is refused with
 a message instead of being overwritten blindly. A promote with no version named promotes the candidate the
 page showed (its `seen` field), refused as well when the candidate has moved since.
+
+A promote's and a rollback's reason is recorded after the action's name ("promote: ..."), as the admin API's
+default reasons are: the registry keeps no kind of move, and the plot's markers read it from there.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class ConsoleActions:
         admin = self._admin()
         if version is None:
             version = self._shown_candidate(check_name(adapter), shown_candidate)
-        event = await _unless_moved(admin.promote(check_name(adapter), version, ACTOR, reason, expected))
+        event = await _unless_moved(admin.promote(check_name(adapter), version, ACTOR, f"promote: {reason}", expected))
         return f"{adapter}: {PRODUCTION} moved {version_text(event.from_version)} -> v{event.to_version}"
 
     def _shown_candidate(self, adapter: str, shown: int | None) -> int:
@@ -62,7 +65,8 @@ class ConsoleActions:
 
     async def rollback(self, adapter: str, alias: str, to: int | None, reason: str, expected: int | None) -> str:
         admin, alias = self._admin(), check_alias(alias)
-        event = await _unless_moved(admin.rollback(check_name(adapter), to, alias, ACTOR, reason, expected))
+        event = await _unless_moved(admin.rollback(check_name(adapter), to, alias, ACTOR, f"rollback: {reason}",
+                                                   expected))
         return f"{adapter}: {alias} rolled back {version_text(event.from_version)} -> v{event.to_version}"
 
     async def set_alias(self, adapter: str, alias: str, version: int | None, reason: str,

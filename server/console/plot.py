@@ -1,10 +1,12 @@
-"""The feedback-over-time plot of one version as SVG geometry: volume bars, an up-rate line, alias-move markers.
+"""The feedback-over-time plot of one version as SVG geometry: volume bars with correction bars beside them, an
+up-rate line, and alias-move markers labelled promote or rollback.
 
 Computed here and drawn by `templates/plot.html` as inline SVG, so the page needs no charting library.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -14,6 +16,8 @@ from feedback.timeline import BUCKET_SECONDS, Bucket
 
 WIDTH, HEIGHT = 720, 200
 LEFT, RIGHT, TOP, BOTTOM = 40, 10, 10, 30
+VOLUME_SHARE = 0.6  # of a bucket's bar width: the volume bar; the correction bar takes the rest beside it
+RECORDED_KIND = {"promote": "promote", "promoted": "promote", "rollback": "rollback", "rolled": "rollback"}
 
 
 class Frame:
@@ -45,6 +49,7 @@ class Plot(Frame):
 
     unit: str
     bars: list[Bar] = field(default_factory=list)
+    corrections: list[Bar] = field(default_factory=list)  # one per bucket with any, beside its volume bar
     line: str = ""  # SVG polyline points of the up-rate
     dots: list[tuple[float, float, str]] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
@@ -62,8 +67,16 @@ def _stamp(at: float, unit: str) -> str:
 
 
 def move_kind(event: AliasEvent) -> str:
-    """A move back to an older version reads as a rollback, any other as a promote (moves record no kind)."""
-    older = event.from_version is not None and event.to_version is not None and event.to_version < event.from_version
+    """"promote" or "rollback": the kind the move's recorded reason starts with, as the console's, the admin
+    API's and the CLI's defaults do ("promote: ...", "rollback to v3"); the registry keeps no separate kind.
+    Reasons that name none (the trainer's canary verdicts, free text through the API): an alias taken away or
+    moved back to an older version reads as a rollback, any other move as a promote."""
+    word = re.match(r"[a-z]+", event.reason.lower())
+    if word and word.group() in RECORDED_KIND:
+        return RECORDED_KIND[word.group()]
+    if event.to_version is None:
+        return "rollback"
+    older = event.from_version is not None and event.to_version < event.from_version
     return "rollback" if older else "promote"
 
 
@@ -80,16 +93,23 @@ def plot(buckets: list[Bucket], events: list[AliasEvent], version: int, unit: st
     def x_of(at: float) -> float:
         return round(result.left + (at - t0) / (t1 - t0) * span_x, 1)
 
-    result.peak = max(max(b.completions, b.ratings) for b in buckets) or 1
+    result.peak = max(max(b.completions, b.ratings, b.corrections) for b in buckets) or 1
     bar_w = max(1.0, span_x * size / (t1 - t0) - 1)
+    volume_w = max(1.0, bar_w * VOLUME_SHARE)
+
+    def bar(x: float, width: float, count: int, title: str) -> Bar:
+        h = round(count / result.peak * span_y, 1)
+        return Bar(round(x, 1), round(result.bottom - h, 1), round(width, 1), h, title)
+
     points = []
     for b in buckets:
-        volume = max(b.completions, b.ratings)
-        h = round(volume / result.peak * span_y, 1)
         rate = f"{b.up_rate:.0%}" if b.up_rate is not None else "no ratings"
         title = (f"{_stamp(b.start, unit)}: {b.completions} completions, {b.up} up, {b.down} down, "
                  f"{b.corrections} corrections, up-rate {rate}")
-        result.bars.append(Bar(x_of(b.start), round(result.bottom - h, 1), round(bar_w, 1), h, title))
+        result.bars.append(bar(x_of(b.start), volume_w, max(b.completions, b.ratings), title))
+        if b.corrections:
+            result.corrections.append(bar(x_of(b.start) + volume_w, max(1.0, bar_w - volume_w), b.corrections,
+                                          f"{_stamp(b.start, unit)}: {b.corrections} corrections"))
         if b.up_rate is not None:
             cx, cy = round(x_of(b.start) + bar_w / 2, 1), round(result.top + (1 - b.up_rate) * span_y, 1)
             points.append(f"{cx},{cy}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -91,7 +92,18 @@ def test_promote_and_roll_back_from_the_page(page, gateway: Gateway):
     expect(page.locator("table.events tbody tr").first).to_contain_text("users complain")
     page.goto("/console/adapters/bot/versions/1?unit=day")
     expect(page.locator("table.events")).to_contain_text("candidate answers better")
-    expect(page.locator("#plot .marker.rollback title")).to_contain_text("v2 -> v1 by console (users complain)")
+    expect(page.locator("#plot .marker.rollback title")).to_contain_text(
+        "v2 -> v1 by console (rollback: users complain)")
+    expect(page.locator("#plot rect.corrections title")).to_have_text(re.compile(r": 1 corrections$"))
+    expect(page.locator("#plot-legend")).to_contain_text("corrections")
+
+    page.goto("/console/adapters/bot")  # promoting an older version is a promote on the plot, not a rollback
+    act(page, "promote", "v2 once more", version="2")
+    act(page, "promote", "v1 after all", version="1")
+    expect(page.locator("#flash")).to_have_text("bot: production moved v2 -> v1")
+    page.goto("/console/adapters/bot/versions/1?unit=day")
+    marker = page.locator("#plot .marker").filter(has_text="v2 -> v1 by console (promote: v1 after all)")
+    expect(marker).to_have_class("marker promote")
 
 
 def test_actions_that_cannot_apply_say_why_and_change_nothing(page, gateway: Gateway):
