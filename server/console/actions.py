@@ -17,11 +17,10 @@ from adapters.errors import AliasMoved, Conflict, version_text
 from adapters.names import CANDIDATE, PRODUCTION, check_alias, check_name
 from adapters.version import AliasEvent
 from server.admin import AdminService
+from server.console.session import ACTOR
 from server.errors import BadRequest, EngineUnavailable
 from server.routes.training import RunRequest, request_run
 from server.state import GatewayState
-
-ACTOR = "console"
 
 
 async def _unless_moved(move: Awaitable[AliasEvent]) -> AliasEvent:
@@ -36,8 +35,10 @@ async def _unless_moved(move: Awaitable[AliasEvent]) -> AliasEvent:
 class ConsoleActions:
     """Promote, roll back, move an alias, queue a run; each returns the message the page shows."""
 
-    def __init__(self, state: GatewayState):
+    def __init__(self, state: GatewayState, actor: str = ACTOR):
+        """`actor`: who the audit log names for these moves (`session.actor`: console:<operator>)."""
         self.state = state
+        self.actor = actor
 
     def _admin(self) -> AdminService:
         if not self.state.ready or self.state.resolver is None:
@@ -51,7 +52,8 @@ class ConsoleActions:
         admin = self._admin()
         if version is None:
             version = self._shown_candidate(check_name(adapter), shown_candidate)
-        event = await _unless_moved(admin.promote(check_name(adapter), version, ACTOR, f"promote: {reason}", expected))
+        event = await _unless_moved(admin.promote(check_name(adapter), version, self.actor, f"promote: {reason}",
+                                                  expected))
         return f"{adapter}: {PRODUCTION} moved {version_text(event.from_version)} -> v{event.to_version}"
 
     def _shown_candidate(self, adapter: str, shown: int | None) -> int:
@@ -65,7 +67,7 @@ class ConsoleActions:
 
     async def rollback(self, adapter: str, alias: str, to: int | None, reason: str, expected: int | None) -> str:
         admin, alias = self._admin(), check_alias(alias)
-        event = await _unless_moved(admin.rollback(check_name(adapter), to, alias, ACTOR, f"rollback: {reason}",
+        event = await _unless_moved(admin.rollback(check_name(adapter), to, alias, self.actor, f"rollback: {reason}",
                                                    expected))
         return f"{adapter}: {alias} rolled back {version_text(event.from_version)} -> v{event.to_version}"
 
@@ -74,8 +76,8 @@ class ConsoleActions:
         if version is None:
             raise BadRequest("name the version the alias should point to", "version")
         admin = self._admin()
-        event = await _unless_moved(admin.set_alias(check_name(adapter), check_alias(alias), version, ACTOR, reason,
-                                                    expected))
+        event = await _unless_moved(admin.set_alias(check_name(adapter), check_alias(alias), version, self.actor,
+                                                    reason, expected))
         return f"{adapter}: {alias} moved {version_text(event.from_version)} -> v{event.to_version}"
 
     async def queue_run(self, adapter: str) -> str:

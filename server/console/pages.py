@@ -37,7 +37,8 @@ EXPECTED = (RegistryError, GatewayError, RunNotFound, FeedbackError, RequestVali
 
 def render(request: Request, name: str, context: dict | None = None, status: int = 200) -> Response:
     """A page with the shared context (CSRF token, flash message) and cookies set."""
-    context = {"csrf": session.csrf_token(request), "flash": session.take_flash(request), **(context or {})}
+    context = {"csrf": session.csrf_token(request), "flash": session.take_flash(request),
+               "operator": session.operator(request), **(context or {})}
     response = templates.TemplateResponse(request, name, context, status_code=status)
     return session.finish(request, response)
 

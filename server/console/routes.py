@@ -15,7 +15,7 @@ from server.console.actions import ConsoleActions
 from server.console.pages import ConsoleRoute, done, render
 from server.console.views import ConsoleViews
 from server.errors import BadRequest, ModelNotFound
-from server.state import StateDep
+from server.state import GatewayState, StateDep
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,14 @@ def login_form(request: Request) -> Response:
 
 
 @public.post("/login")
-def login(request: Request, state: StateDep, key: Annotated[str, Form(max_length=1000)] = "") -> Response:
+def login(request: Request, state: StateDep, key: Annotated[str, Form(max_length=1000)] = "",
+          name: Annotated[str, Form(max_length=1000)] = "") -> Response:
     session.check_key(state.settings, key or None)
+    name = name.strip()
+    if problem := session.operator_problem(name):
+        return render(request, "login.html", {"error": problem}, 400)
     response = RedirectResponse("/console", status_code=303)
-    session.log_in(request, response, key)
+    session.log_in(request, response, key, name)
     return response
 
 
@@ -122,12 +126,17 @@ def _seen(text: str, alias: str) -> int | None:
     return _version(pairs.get(alias.strip(), ""), "seen")
 
 
+def _actions(request: Request, state: GatewayState) -> ConsoleActions:
+    """The actions, recorded in the audit log as the operator logged in (`console:<name>`)."""
+    return ConsoleActions(state, session.actor(request))
+
+
 @guarded.post("/adapters/{name}/promote")
 async def promote(name: str, request: Request, state: StateDep, version: Text = "", reason: Text = "",
                   seen: Text = "", confirm: Text = "", csrf: Text = "") -> Response:
     reason = _confirmed(csrf, confirm, reason, request)
-    text = await ConsoleActions(state).promote(name, _version(version), reason, _seen(seen, PRODUCTION),
-                                               _seen(seen, CANDIDATE))  # an empty version: the candidate shown
+    text = await _actions(request, state).promote(name, _version(version), reason, _seen(seen, PRODUCTION),
+                                                  _seen(seen, CANDIDATE))  # an empty version: the candidate shown
     return done(request, "ok", text)
 
 
@@ -135,7 +144,7 @@ async def promote(name: str, request: Request, state: StateDep, version: Text = 
 async def rollback(name: str, request: Request, state: StateDep, alias: Text = PRODUCTION.value, to: Text = "",
                    reason: Text = "", seen: Text = "", confirm: Text = "", csrf: Text = "") -> Response:
     reason = _confirmed(csrf, confirm, reason, request)
-    text = await ConsoleActions(state).rollback(name, alias.strip(), _version(to, "to"), reason, _seen(seen, alias))
+    text = await _actions(request, state).rollback(name, alias.strip(), _version(to, "to"), reason, _seen(seen, alias))
     return done(request, "ok", text)
 
 
@@ -143,7 +152,7 @@ async def rollback(name: str, request: Request, state: StateDep, alias: Text = P
 async def move_alias(name: str, request: Request, state: StateDep, alias: Text = "", version: Text = "",
                      reason: Text = "", seen: Text = "", confirm: Text = "", csrf: Text = "") -> Response:
     reason = _confirmed(csrf, confirm, reason, request)
-    text = await ConsoleActions(state).set_alias(name, alias.strip(), _version(version), reason, _seen(seen, alias))
+    text = await _actions(request, state).set_alias(name, alias.strip(), _version(version), reason, _seen(seen, alias))
     return done(request, "ok", text)
 
 
@@ -151,7 +160,7 @@ async def move_alias(name: str, request: Request, state: StateDep, alias: Text =
 async def train(name: str, request: Request, state: StateDep, reason: Text = "", confirm: Text = "",
                 csrf: Text = "") -> Response:
     reason = _confirmed(csrf, confirm, reason, request)
-    text = await ConsoleActions(state).queue_run(name)
+    text = await _actions(request, state).queue_run(name)
     logger.info("console queued a training run for %s: %s", name, reason)
     return done(request, "ok", text)
 

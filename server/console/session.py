@@ -5,6 +5,10 @@ refused outright when user keys are set without one, open with no key at all (lo
 cannot send a Bearer header, so after login the key rides in an HttpOnly, SameSite=Strict cookie scoped
 to /console. Every form POST also carries a CSRF token that must equal the `flywheel_console_csrf`
 cookie (double submit): another site can make the browser post, but cannot read the cookie to copy it.
+
+The login form also takes the operator's name (optional), kept in a cookie beside the key and recorded as the
+actor of every move made from the console (`console:<name>`): the audit log says who. It is what the operator
+typed, not an identity the gateway checks, like the admin API's `x-flywheel-actor` header.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ from server.auth import bearer_token, key_matches
 KEY_COOKIE = "flywheel_console_key"
 CSRF_COOKIE = "flywheel_console_csrf"
 FLASH_COOKIE = "flywheel_console_flash"
+OPERATOR_COOKIE = "flywheel_console_operator"
 PATH = "/console"
+ACTOR = "console"  # the audit log's actor for the console's moves; `console:<name>` once the operator gave one
+MAX_OPERATOR = 40  # characters: console:<name> stays within the 64 the admin API keeps of x-flywheel-actor
+SESSION_S = 12 * 3600
 
 
 class NeedsLogin(Exception):
@@ -82,18 +90,55 @@ def finish(request: Request, response: Response) -> Response:
     return response
 
 
-def log_in(request: Request, response: Response, key: str) -> None:
-    """Keep the key for 12 hours; Secure as well when the console is served over HTTPS."""
-    _cookie(response, KEY_COOKIE, key, max_age=12 * 3600, secure=request.url.scheme == "https")
+def operator_problem(name: str) -> str | None:
+    """Why `name` cannot be an operator's name (None: it can): at most MAX_OPERATOR printable characters."""
+    if len(name) > MAX_OPERATOR:
+        return f"your name can have at most {MAX_OPERATOR} characters"
+    if not name.isprintable():
+        return "your name can only have printable characters"
+    return None
+
+
+def _encode(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def log_in(request: Request, response: Response, key: str, operator: str = "") -> None:
+    """Keep the key (and the operator's name, if given) for 12 hours; Secure as well over HTTPS."""
+    secure = request.url.scheme == "https"
+    _cookie(response, KEY_COOKIE, key, max_age=SESSION_S, secure=secure)
+    if operator:
+        _cookie(response, OPERATOR_COOKIE, _encode(operator), max_age=SESSION_S, secure=secure)
+    else:
+        response.delete_cookie(OPERATOR_COOKIE, path=PATH)
+
+
+def operator(request: Request) -> str:
+    """The name the operator logged in with, or "" (none given, or a cookie that is not one we set)."""
+    value = request.cookies.get(OPERATOR_COOKIE)
+    if not value:
+        return ""
+    try:
+        name = base64.urlsafe_b64decode(value.encode()).decode()
+    except ValueError:
+        return ""
+    return "" if operator_problem(name) else name.strip()
+
+
+def actor(request: Request) -> str:
+    """Who the audit log names for a move made from this browser: `console:<name>`, or `console`."""
+    name = operator(request)
+    return f"{ACTOR}:{name}" if name else ACTOR
 
 
 def log_out(response: Response) -> None:
     response.delete_cookie(KEY_COOKIE, path=PATH, httponly=True, samesite="strict")
+    response.delete_cookie(OPERATOR_COOKIE, path=PATH, httponly=True, samesite="strict")
 
 
 def flash(response: Response, kind: str, text: str) -> None:
     """Show `text` ("ok" or "error") on the next page the browser loads."""
-    value = base64.urlsafe_b64encode(json.dumps({"kind": kind, "text": text[:2000]}).encode()).decode()
+    value = _encode(json.dumps({"kind": kind, "text": text[:2000]}))
     _cookie(response, FLASH_COOKIE, value, max_age=60)
 
 

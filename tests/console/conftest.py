@@ -151,5 +151,12 @@ def page(browser, gateway: Gateway) -> Iterator:
         yield page
 
 
-def log_in(page, key: str = ADMIN_KEY) -> None:
-    chromium_browser.log_in(page, key)
+def log_in(page, key: str = ADMIN_KEY, name: str = "") -> None:
+    """Log in with `key`, and as the operator `name` when one is given."""
+    if not name:
+        chromium_browser.log_in(page, key)
+        return
+    page.goto("/console/login")
+    page.fill("input[name=key]", key)
+    page.fill("input[name=name]", name)
+    page.click("#login button[type=submit]")
