@@ -72,6 +72,8 @@ class RunStatus(Word):
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED)
 REFUSED_KEY = "problems"  # trainer.job stores DataRejected.problems under this metrics key
+REQUESTS_KEY = "requests"  # who asked for a queued run and why: [{"by", "reason", "at"}], oldest first
+MAX_REQUESTS = 20  # a waiting run asked for again and again keeps the latest reasons only
 
 
 class LockBusy(RuntimeError):
@@ -148,14 +150,25 @@ class RunStore:
         ).fetchone()
         return int(run_id)
 
-    def queue(self, adapter: str) -> int:
-        """Ask the watcher for a run: the adapter's waiting request if there is one, else a new one (its id)."""
+    def queue(self, adapter: str, by: str = "", reason: str = "") -> int:
+        """Ask the watcher for a run: the adapter's waiting request if there is one, else a new one (its id).
+
+        With a `reason`, who asked (`by`) and why are kept in the run's metrics under REQUESTS_KEY, in the same
+        transaction: the trainer keeps the metrics it finds when it adds its own (trainer/job.py)."""
         with self._write() as conn:
             row = conn.execute("SELECT MIN(id) FROM runs WHERE adapter = ? AND status = ?",
                                [adapter, RunStatus.QUEUED]).fetchone()
             if row and row[0] is not None:
-                return int(row[0])  # one waiting request per adapter: a repeated POST does not pile up runs
-            return self._insert(conn, adapter, RunStatus.QUEUED)
+                run_id = int(row[0])  # one waiting request per adapter: a repeated POST does not pile up runs
+            else:
+                run_id = self._insert(conn, adapter, RunStatus.QUEUED)
+            if reason:
+                (metrics,) = conn.execute("SELECT metrics FROM runs WHERE id = ?", [run_id]).fetchone()
+                metrics = json.loads(metrics or "{}")
+                asked = [*metrics.get(REQUESTS_KEY, []), {"by": by, "reason": reason, "at": self.clock()}]
+                metrics[REQUESTS_KEY] = asked[-MAX_REQUESTS:]
+                conn.execute("UPDATE runs SET metrics = ? WHERE id = ?", [json.dumps(metrics), run_id])
+            return run_id
 
     def update(self, run_id: int, **values: object) -> None:
         """Set columns of one run (metrics given as a dict are stored as JSON)."""

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from adapters.errors import AliasMoved, Conflict, version_text
+from adapters.errors import AdapterNotFound, AliasMoved, Conflict, version_text
 from adapters.names import CANDIDATE, PRODUCTION, check_alias, check_name
 from adapters.version import AliasEvent
 from server.admin import AdminService
 from server.console.session import ACTOR
 from server.errors import BadRequest, EngineUnavailable
-from server.routes.training import RunRequest, request_run
 from server.state import GatewayState
 
 
@@ -80,6 +79,10 @@ class ConsoleActions:
                                                     reason, expected))
         return f"{adapter}: {alias} moved {version_text(event.from_version)} -> v{event.to_version}"
 
-    async def queue_run(self, adapter: str) -> str:
-        run = await request_run(RunRequest(adapter=adapter), self.state)
-        return f"{adapter}: training run {run['id']} is {run['status']}; the trainer watcher starts it"
+    async def queue_run(self, adapter: str, reason: str) -> str:
+        """Queue a run as the admin API's POST does, keeping who asked and why with it (the run's page shows it)."""
+        adapter = check_name(adapter)  # the admin route's checks (server/routes/training.py): the name, then it exists
+        if adapter not in self.state.registry.adapters() and not self.state.feedback.count_signals(adapter):
+            raise AdapterNotFound(f"adapter {adapter!r} is neither registered nor has any feedback to train on")
+        run = self.state.runs.get(self.state.runs.queue(adapter, self.actor, reason))
+        return f"{adapter}: training run {run.id} is {run.status}; the trainer watcher starts it"

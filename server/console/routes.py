@@ -160,7 +160,7 @@ async def move_alias(name: str, request: Request, state: StateDep, alias: Text =
 async def train(name: str, request: Request, state: StateDep, reason: Text = "", confirm: Text = "",
                 csrf: Text = "") -> Response:
     reason = _confirmed(csrf, confirm, reason, request)
-    text = await _actions(request, state).queue_run(name)
+    text = await _actions(request, state).queue_run(name, reason)
     logger.info("console queued a training run for %s: %s", name, reason)
     return done(request, "ok", text)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from adapters.catalog import Catalog, Page
 from adapters.errors import AdapterNotFound
 from adapters.names import CANARY, CANDIDATE, PRODUCTION, Alias, check_name
-from adapters.runs import Run, RunStatus
+from adapters.runs import REQUESTS_KEY, Run, RunStatus
 from adapters.version import AdapterVersion
 from feedback.timeline import FeedbackTimeline
 from flywheel.canary import CanaryDecision, Tally, Verdict, policy_of, review
@@ -161,7 +161,7 @@ class ConsoleViews:
         return {"run": run, "in_progress": run.status in IN_PROGRESS,
                 "checks": gate_checks(gate_numbers(run.metrics), reasons),
                 "stages": run.metrics.get("stages") or [], "loss": loss_plot(run.metrics.get(CURVE_KEY)),
-                "used": feedback_used(registered)}
+                "used": feedback_used(registered), "requests": requests_of(run)}
 
     def feedback(self, adapter: str, version: int | None, page: int) -> Page:
         recent, total = self.timeline.recent(check_name(adapter), version, offset_of(page), PAGE_SIZE)
@@ -179,6 +179,12 @@ def feedback_used(version: AdapterVersion | None) -> dict | None:
             "dataset_hash": m.get("dataset_hash"), "ids": ids[:SHOWN_IDS],
             "more_ids": max(0, int(m.get("feedback_count") or 0) - SHOWN_IDS),
             "parent_version": version.parent_version}
+
+
+def requests_of(run: Run) -> list[dict]:
+    """Who asked for the run and why (the console's queue form records it), oldest first."""
+    asked = run.metrics.get(REQUESTS_KEY)
+    return [r for r in asked if isinstance(r, dict)] if isinstance(asked, list) else []
 
 
 def gate_numbers(metrics: dict) -> dict:
