@@ -67,7 +67,8 @@ def run_job(
                 stage="done",
             )
         except DataRejected as e:
-            store.finish(run_id, RunStatus.FAILED, error=str(e), metrics={REFUSED_KEY: e.problems})
+            metrics = {**store.get(run_id).metrics, REFUSED_KEY: e.problems}  # keeps who asked for the run, and why
+            store.finish(run_id, RunStatus.FAILED, error=str(e), metrics=metrics)
         except Exception as e:  # MemoryError and Cancelled included
             logger.exception("run %d for %s failed", run_id, adapter)
             store.finish(run_id, RunStatus.FAILED, error=f"{type(e).__name__}: {e}")

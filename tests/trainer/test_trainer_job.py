@@ -8,7 +8,7 @@ import pytest
 from trainer_samples import dpo_rows, kto_rows, sft_rows, tiny_data, tiny_gate
 
 from adapters.errors import AdapterNotFound
-from adapters.runs import RunStore
+from adapters.runs import REFUSED_KEY, REQUESTS_KEY, RunStore
 from trainer.config import PromotionPolicy, TrainerSettings
 from trainer.job import run_job
 
@@ -45,7 +45,9 @@ def test_poisoned_data_fails_the_run_and_registers_nothing(trainer_settings: Tra
     one_label = [r for r in kto_rows() if not r["label"]]
     run = run_job(trainer_settings, "support", tiny_data(kto=one_label))
     assert run.status == "failed" and "all one label" in run.error
-    empty = run_job(trainer_settings, "support", tiny_data())
+    RunStore(trainer_settings.runs_db).queue("support", by="console:ana", reason="new corrections")
+    empty = run_job(trainer_settings, "support", tiny_data())  # takes the queued run
     assert empty.status == "failed" and "no usable feedback" in empty.error
+    assert empty.metrics[REQUESTS_KEY][0]["reason"] == "new corrections" and empty.metrics[REFUSED_KEY]
     with pytest.raises(AdapterNotFound):
         trainer_settings.registry().versions("support")
