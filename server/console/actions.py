@@ -1,4 +1,4 @@
-"""The console's actions, through the same code as the admin API: `AdminService` and the training route.
+"""The console's actions, through the same code as the admin API: `AdminService` and `queue_run`.
 
 Each move names where the page showed the alias (`expected`), and the registry checks it inside the move's
 write transaction: a move made by someone else since the page loaded, through any replica, is refused with
@@ -11,15 +11,17 @@ default reasons are: the registry keeps no kind of move, and the plot's markers 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 
-from adapters.errors import AdapterNotFound, AliasMoved, Conflict, version_text
+from adapters.errors import AliasMoved, Conflict, version_text
 from adapters.names import CANDIDATE, PRODUCTION, check_alias, check_name
 from adapters.version import AliasEvent
 from server.admin import AdminService
 from server.console.session import ACTOR
 from server.errors import BadRequest, EngineUnavailable
 from server.state import GatewayState
+from server.training_requests import queue_run
 
 
 async def _unless_moved(move: Awaitable[AliasEvent]) -> AliasEvent:
@@ -81,8 +83,5 @@ class ConsoleActions:
 
     async def queue_run(self, adapter: str, reason: str) -> str:
         """Queue a run as the admin API's POST does, keeping who asked and why with it (the run's page shows it)."""
-        adapter = check_name(adapter)  # the admin route's checks (server/routes/training.py): the name, then it exists
-        if adapter not in self.state.registry.adapters() and not self.state.feedback.count_signals(adapter):
-            raise AdapterNotFound(f"adapter {adapter!r} is neither registered nor has any feedback to train on")
-        run = self.state.runs.get(self.state.runs.queue(adapter, self.actor, reason))
-        return f"{adapter}: training run {run.id} is {run.status}; the trainer watcher starts it"
+        run = await asyncio.to_thread(queue_run, self.state, adapter, self.actor, reason)
+        return f"{run.adapter}: training run {run.id} is {run.status}; the trainer watcher starts it"

@@ -6,18 +6,20 @@ watcher (its own process) picks it up on its next poll.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.errors import AdapterNotFound
 from adapters.names import NAME_RE
 from server.admin_protocol import MAX_ID
 from server.auth import require_admin
 from server.errors import error_responses
+from server.routes.admin import actor_of
 from server.state import StateDep
+from server.training_requests import queue_run
 
 router = APIRouter(prefix="/admin/training", dependencies=[Depends(require_admin)],
                    responses=error_responses(401, 403, 503))
@@ -27,6 +29,8 @@ class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     adapter: str = Field(pattern=NAME_RE.pattern, description="The adapter to train.")
+    reason: str = Field("", max_length=500, description="Why: kept with the run beside who asked "
+                        "(the x-flywheel-actor header).")
 
 
 @router.get("/runs", responses=error_responses(400))
@@ -40,9 +44,6 @@ async def show_run(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], state: StateDe
 
 
 @router.post("/runs", status_code=202, responses=error_responses(400, 404))
-async def request_run(body: RunRequest, state: StateDep) -> dict:
+async def request_run(body: RunRequest, state: StateDep, request: Request) -> dict:
     """Queue a training run for an adapter (or return the one already waiting); the trainer watcher starts it."""
-    if body.adapter not in state.registry.adapters() and not state.feedback.count_signals(body.adapter):
-        raise AdapterNotFound(f"adapter {body.adapter!r} is neither registered nor has any feedback to train on")
-    run_id = state.runs.queue(body.adapter)
-    return asdict(state.runs.get(run_id))
+    return asdict(await asyncio.to_thread(queue_run, state, body.adapter, actor_of(request), body.reason))
