@@ -27,7 +27,7 @@ def engine() -> FakeEngine:
 
 def start(settings: Settings, engine: FakeEngine) -> Iterator[TestClient]:
     with TestClient(create_app(settings, lambda _: engine)) as client:
-        deadline = time.time() + 10
+        deadline = time.time() + 120  # generous: a busy 2-core machine once took over 10 s (a flake, not a failure)
         while client.get("/ready").status_code != 200:
             assert time.time() < deadline, client.get("/ready").json()
             time.sleep(0.02)

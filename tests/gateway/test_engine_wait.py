@@ -37,7 +37,7 @@ def engine_core_queue(vllm_spin_condition):
     ready.join()
     # ZeroMQ's slow joiner: the reader's subscription reaches the writer a moment after it connects, and
     # notifications sent before that are not delivered (the engine's 20 ms poll covers it); wait for it here
-    socket, deadline = reader._spin_condition.local_notify_socket, time.monotonic() + 10
+    socket, deadline = reader._spin_condition.local_notify_socket, time.monotonic() + 60
     while True:
         writer.enqueue("hello")
         notified = socket.poll(timeout=100)

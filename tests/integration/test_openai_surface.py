@@ -29,7 +29,7 @@ def adapter(gateway: Gateway, peft_adapters: list[Path]) -> str:
     """One registered adapter (production alias), ready to serve."""
     result = gateway.cli("adapters", "register", "surface", str(peft_adapters[1]), "--alias", "production")
     assert result.returncode == 0, result.stdout + result.stderr
-    deadline = time.time() + 10
+    deadline = time.time() + 60
     while "surface" not in [m.id for m in gateway.client().models.list().data]:
         assert time.time() < deadline, "the gateway never served the new adapter"
         time.sleep(0.25)
