@@ -67,6 +67,9 @@ ARMS = {
                              "SFT, 1 epoch, with 1 replay row of the base's answers per 2 feedback rows"),
     "sft_1ep_replay0.5+dpo_sft_term_1ep": Arm("dpo", "sft_1ep_replay0.5", (),
                                               "then DPO + SFT term, 1 epoch (SFT with replay, then DPO)"),
+    "dpo_plain_1ep": Arm("dpo", None, (("dpo_sft_weight", 0.0),),
+                         "plain DPO alone (no SFT stage, no SFT term), beta 0.1, 1 epoch: for a chosen answer that "
+                         "is the rejected one's own beginning, only where to stop differs"),
 }
 HEADERS = ["arm", "recipe", "steps", "train loss", "correct", "held-out satisfied", "general ppl", "ppl vs base",
            "degenerate", "train s"]
