@@ -12,13 +12,10 @@ that cannot score never passes).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import openai
-
-logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "You compare two answers to the same request. Pick the answer that is more helpful, correct and "

@@ -14,7 +14,6 @@ the blocks it needs that no earlier run did.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import re
@@ -28,8 +27,6 @@ from datasets import Dataset, concatenate_datasets
 from trainer.base_answers import BaseAnswerCache
 from trainer.correctness import Generator, degenerate
 from trainer.scoring import OneModel, Scorer
-
-logger = logging.getLogger(__name__)
 
 TASKS = (
     "Explain {} in simple terms.",

@@ -50,11 +50,10 @@ class ConsoleActions:
                       shown_candidate: int | None = None) -> str:
         """Promote `version`, or with none named the candidate the page showed (`shown_candidate`), never
         whatever the candidate is by now: a candidate moved since the page loaded is refused like production."""
-        admin = self._admin()
+        admin, adapter = self._admin(), check_name(adapter)
         if version is None:
-            version = self._shown_candidate(check_name(adapter), shown_candidate)
-        event = await _unless_moved(admin.promote(check_name(adapter), version, self.actor, f"promote: {reason}",
-                                                  expected))
+            version = self._shown_candidate(adapter, shown_candidate)
+        event = await _unless_moved(admin.promote(adapter, version, self.actor, f"promote: {reason}", expected))
         return f"{adapter}: {PRODUCTION} moved {version_text(event.from_version)} -> v{event.to_version}"
 
     def _shown_candidate(self, adapter: str, shown: int | None) -> int:
