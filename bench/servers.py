@@ -147,7 +147,16 @@ def stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
         proc.wait(timeout=10)
     except ProcessLookupError:
         pass
-    # the engine core may outlive its parent by a moment; make sure the group is gone
+    # The engine core may outlive its parent by a moment, and multiprocessing's resource tracker (same group)
+    # unlinks the shared memory of a killed process only after the rest have exited: let the group end on its
+    # own before SIGKILLing what is left (an early SIGKILL of the tracker leaked /dev/shm segments).
+    deadline = time.monotonic() + min(grace_s, 10)
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -33,6 +33,12 @@ def vllm_processes(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children(recursive=True) if p.name().startswith("VLLM::")]
 
 
+def descendants(pid: int) -> list[psutil.Process]:
+    """vLLM's processes and multiprocessing's resource tracker, which unlinks the shared memory of a process
+    killed before it could (it does so once every process holding its pipe has exited)."""
+    return psutil.Process(pid).children(recursive=True)
+
+
 def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     left = []
     for p in processes:
@@ -92,7 +98,7 @@ async def rate_then_kill(url: str, completion_ids: list[str], proc: subprocess.P
 def test_kill_9_leaves_no_engine_loses_no_acknowledged_rating_and_a_dead_engine_exits(tmp_path: Path):
     env, log = gateway_env(tmp_path / "data", free_port()), tmp_path / "gateway.log"
     proc, gw = launch(env, log)
-    engine, shm = vllm_processes(proc.pid), shared_memory(proc.pid)
+    engine, helpers, shm = vllm_processes(proc.pid), descendants(proc.pid), shared_memory(proc.pid)
     assert engine, "the gateway started no vLLM process"
     acked = asyncio.run(rate_then_kill(gw.url, completions(gw, 4), proc))
     proc.wait(timeout=30)
@@ -109,6 +115,7 @@ def test_kill_9_leaves_no_engine_loses_no_acknowledged_rating_and_a_dead_engine_
         assert completions(gw, 1)
 
         engine, shm = vllm_processes(proc.pid), shm | shared_memory(proc.pid)
+        helpers += descendants(proc.pid)
         core = [p for p in engine if "EngineCore" in p.name()]
         assert core, [p.name() for p in engine]
         core[0].kill()
@@ -128,5 +135,6 @@ def test_kill_9_leaves_no_engine_loses_no_acknowledged_rating_and_a_dead_engine_
     finally:
         if proc.poll() is None:
             stop(proc)
+    assert not wait_gone(helpers), "a process of the gateway's outlived it"  # the tracker's cleanup is done
     leaked = {path for path in shm if os.path.exists(path)}
     assert not leaked, f"shared memory left behind: {sorted(leaked)}"
