@@ -8,45 +8,14 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from bench.servers import REPO, EngineFlags
+from bench.cli_support import console, engine_flags, print_table, quiet_logs
+from bench.servers import REPO
 
-console = Console()
 app = typer.Typer(help="Benchmarks: the gateway against vLLM's own server, and feedback ingestion under chat load.",
                   no_args_is_help=True)
 
 DOCS = REPO / "docs"
-
-
-def _flags(model: Path | None, max_model_len: int, kv_cache_gib: int, max_num_seqs: int) -> EngineFlags:
-    """Engine flags for both servers; the default model is prepared (once) when no model is given."""
-    from flywheel.default_model import prepare_default_model
-    from flywheel.settings import Settings
-
-    if model is None:
-        model = prepare_default_model(Settings(data_dir=REPO / "data").default_model_dir)
-    return EngineFlags(model_dir=model.resolve(), max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
-                       max_num_seqs=max_num_seqs)
-
-
-def _table(title: str, headers: list[str], rows: list[list[object]]) -> None:
-    from bench.report import fmt
-
-    table = Table(*headers, title=title)
-    for row in rows:
-        table.add_row(*(fmt(cell) for cell in row))
-    console.print(table)
-
-
-def _quiet() -> None:
-    """Keep the console for progress and results: no per-request log line from httpx."""
-    import logging
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("adapters").setLevel(logging.WARNING)
-
 
 MODEL_HELP = "Base model directory (default: the embedded SmolLM2-135M-Instruct under ./data/models)."
 
@@ -82,12 +51,12 @@ def serve(
     from bench.serve import ServeConfig, run_serve_bench
     from bench.serve_report import RATIOS, ratio_result
 
-    _quiet()
+    quiet_logs()
     # a SIGTERM (a timeout, a supervisor) unwinds like Ctrl-C, so each server's `with` block stops it: stock vLLM
     # has no orphan guard (that is one of the plugins it runs without) and would outlive the benchmark
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    config = ServeConfig(flags=_flags(model, max_model_len, kv_cache_gib, max_num_seqs), rounds=rounds,
+    config = ServeConfig(flags=engine_flags(model, max_model_len, kv_cache_gib, max_num_seqs), rounds=rounds,
                          concurrency=concurrency, requests=requests, adapter_requests=adapter_requests,
                          max_tokens=max_tokens, swaps=swaps, out_dir=out, work_dir=work_dir)
     report = run_serve_bench(config, Steps(console))
@@ -95,12 +64,12 @@ def serve(
     for _, label, over, under, target in RATIOS:
         result = ratio_result(report, over, under) or {}
         rows.append([label, result.get("median_ratio"), result.get("worst_round"), target])
-    _table(f"output tokens/s ratios over {rounds} rounds", ["ratio", "of medians", "worst round", "target"], rows)
+    print_table(f"output tokens/s ratios over {rounds} rounds", ["ratio", "of medians", "worst round", "target"], rows)
     if report.swap:
         s = report.swap.stats()
-        _table("promote -> first response on the new version (ms)", ["via", "p50", "p99"],
-               [["admin API", s["api_p50_ms"], s["api_p99_ms"]],
-                ["registry move", s["registry_p50_ms"], s["registry_p99_ms"]]])
+        print_table("promote -> first response on the new version (ms)", ["via", "p50", "p99"],
+                    [["admin API", s["api_p50_ms"], s["api_p99_ms"]],
+                     ["registry move", s["registry_p50_ms"], s["registry_p99_ms"]]])
     for turn in report.turns:
         if turn.error:
             console.print(f"[red]round {turn.round}, {turn.server} failed:[/red] {turn.error[-1500:]}")
@@ -132,24 +101,25 @@ def feedback(
     from bench.feedback import FeedbackConfig, run_feedback_bench
     from bench.progress import Steps
 
-    _quiet()
-    config = FeedbackConfig(flags=_flags(model, max_model_len, kv_cache_gib, max_num_seqs), submissions=submissions,
-                            inflight=inflight, completions=completions, chat_concurrency=chat_concurrency,
-                            chat_requests=chat_requests, max_tokens=max_tokens, rate=rate, rounds=rounds,
-                            out_dir=out, work_dir=work_dir, engine_spin_wait=engine_spin_wait)
+    quiet_logs()
+    config = FeedbackConfig(flags=engine_flags(model, max_model_len, kv_cache_gib, max_num_seqs),
+                            submissions=submissions, inflight=inflight, completions=completions,
+                            chat_concurrency=chat_concurrency, chat_requests=chat_requests, max_tokens=max_tokens,
+                            rate=rate, rounds=rounds, out_dir=out, work_dir=work_dir,
+                            engine_spin_wait=engine_spin_wait)
     report = run_feedback_bench(config, Steps(console))
-    _table("feedback ingestion", ["phase", "submitted", "per s", "p50 ms", "p99 ms", "errors"],
-           [[name, r.submitted, r.per_s, r.p50_ms, r.p99_ms, r.errors] for name, r in
-            [("alone, as fast as it goes", report.feedback_alone),
-             *((f"round {i}: beside chat, paced at {rate:,.0f}/s", r)
-               for i, r in enumerate(report.feedback_during_chat, 1)),
-             ("beside chat, as fast as it goes", report.saturating_during_chat)]])
+    print_table("feedback ingestion", ["phase", "submitted", "per s", "p50 ms", "p99 ms", "errors"],
+                [[name, r.submitted, r.per_s, r.p50_ms, r.p99_ms, r.errors] for name, r in
+                 [("alone, as fast as it goes", report.feedback_alone),
+                  *((f"round {i}: beside chat, paced at {rate:,.0f}/s", r)
+                    for i, r in enumerate(report.feedback_during_chat, 1)),
+                  ("beside chat, as fast as it goes", report.saturating_during_chat)]])
     phases = [(f"round {i}: {name}", s) for i, pair in enumerate(zip(report.chat_alone, report.chat_with_feedback,
                                                                       strict=True), 1)
               for name, s in zip(("alone", f"with feedback at {rate:,.0f}/s"), pair, strict=True)]
-    _table("chat", ["phase", "tokens/s", "TTFT p50 ms", "ITL p50 ms", "errors"],
-           [[name, s.output_tokens_per_s, s.ttft_p50_ms, s.itl_p50_ms, s.errors] for name, s in
-            [*phases, ("with feedback as fast as it goes", report.chat_with_saturating)]])
+    print_table("chat", ["phase", "tokens/s", "TTFT p50 ms", "ITL p50 ms", "errors"],
+                [[name, s.output_tokens_per_s, s.ttft_p50_ms, s.itl_p50_ms, s.errors] for name, s in
+                 [*phases, ("with feedback as fast as it goes", report.chat_with_saturating)]])
     console.print(f"chat throughput with / without feedback: {report.chat_ratio()}x at {rate:,.0f}/s, "
                   f"{report.saturating_ratio()}x as fast as it goes; targets: {report.targets()}")
     console.print("written: " + ", ".join(str(p) for p in report.files))
@@ -178,8 +148,8 @@ def suite(
     from bench.progress import Steps
     from bench.suite import SuiteConfig, run_suite
 
-    _quiet()
-    flags = replace(_flags(model, 1024, 1, 64), max_loras=max_loras, max_cpu_loras=max(16, max_loras))
+    quiet_logs()
+    flags = replace(engine_flags(model, 1024, 1, 64), max_loras=max_loras, max_cpu_loras=max(16, max_loras))
     counts = tuple(int(n) for n in adapters.split(","))
     config = SuiteConfig(flags=flags, concurrency=concurrency, max_tokens=max_tokens, compare_requests=compare_requests,
                          compare_rounds=compare_rounds, mixed_requests=mixed_requests, adapter_counts=counts,
@@ -188,9 +158,9 @@ def suite(
     report = run_suite(config, Steps(console))
     peft, peft_gateway, _ = report.peft_ratio()
     console.print(f"gateway / vLLM throughput (median of {compare_rounds} turns): {report.compare_ratio()}x")
-    _table("mixed adapter loads", ["server", "max_loras", "adapters", "tokens/s", "ratio to base"],
-           [[m.server, m.max_loras, m.adapters or "base", m.summary.output_tokens_per_s, report.ratio_to_base(m)]
-            for m in report.mixed])
+    print_table("mixed adapter loads", ["server", "max_loras", "adapters", "tokens/s", "ratio to base"],
+                [[m.server, m.max_loras, m.adapters or "base", m.summary.output_tokens_per_s, report.ratio_to_base(m)]
+                 for m in report.mixed])
     console.print(f"gateway / naive PEFT server: {peft}x"
                   + (f" (the gateway with max_loras {peft_gateway.max_loras})" if peft_gateway else ""))
     if report.hotswap:
@@ -215,7 +185,7 @@ def dtype(
     counts = tuple(int(t) for t in threads.split(",") if t.strip())
     report = run_dtype_bench(DtypeConfig(rounds=rounds, seconds_per_measure=seconds, threads=counts), out)
     console.print(f"auto picks {report.auto}: {report.auto_reason}")
-    _table("matmul GFLOP/s per dtype: median (worst-best)", HEADERS, rows(report))
+    print_table("matmul GFLOP/s per dtype: median (worst-best)", HEADERS, rows(report))
     console.print("written: " + ", ".join(str(p) for p in report.files))
 
 
@@ -232,12 +202,12 @@ def profile(
     from bench.profile import HEADERS, ProfileConfig, run_profile, table_rows
     from bench.progress import Steps
 
-    _quiet()
-    config = ProfileConfig(flags=_flags(model, 1024, 1, 64), out_dir=out, tokens=tokens, concurrency=concurrency,
+    quiet_logs()
+    config = ProfileConfig(flags=engine_flags(model, 1024, 1, 64), out_dir=out, tokens=tokens, concurrency=concurrency,
                            rate=rate)
     report = run_profile(config, Steps(console))
-    _table("decode step profile (category columns: % of the engine core's busy samples)", HEADERS,
-           table_rows(report))
+    print_table("decode step profile (category columns: % of the engine core's busy samples)", HEADERS,
+                table_rows(report))
     console.print(f"load average: start {report.load_average_start}, end {report.load_average_end}")
     console.print("written: " + ", ".join(str(p) for p in report.files))
 
@@ -268,7 +238,7 @@ def quant(
                         dpo_pairs=max(40, (steps + warmup) * 4))
     with Steps(console).bar("training steps", rounds * 4 * (steps + warmup)) as advance:
         report = run_quant_bench(config, rounds, detect(), on_step=advance)
-    _table("seconds per training step: median (worst-best round)", HEADERS, report.rows())
+    print_table("seconds per training step: median (worst-best round)", HEADERS, report.rows())
     console.print(f"memory (base + LoRA): {report.footprint_mib}; auto picks the {report.auto_picks} here")
     console.print("written: " + ", ".join(str(p) for p in write_report(report, out)))
 
@@ -295,19 +265,20 @@ def soak(
     from bench.soak import SoakConfig, run_soak
     from bench.soak_page import WINDOW_HEADERS, window_rows
 
-    _quiet()
+    quiet_logs()
     try:
-        config = SoakConfig(flags=_flags(model, 1024, 1, max_num_seqs), duration_s=duration, concurrency=concurrency,
-                            max_tokens=max_tokens, adapter_ranks=tuple(int(r) for r in adapter_ranks.split(",")),
+        config = SoakConfig(flags=engine_flags(model, 1024, 1, max_num_seqs), duration_s=duration,
+                            concurrency=concurrency, max_tokens=max_tokens,
+                            adapter_ranks=tuple(int(r) for r in adapter_ranks.split(",")),
                             feedback_rate=feedback_rate, swap_every_s=swap_every, window_s=window, warmup_s=warmup,
                             sample_every_s=sample_every, out_dir=out, work_dir=work_dir)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     report = run_soak(config, Steps(console))
     keep = [0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 13]  # the columns that fit a terminal; the page has them all
-    _table("soak, per window (gateway state sampled at the window's end)", [WINDOW_HEADERS[i] for i in keep],
-           [[row[i] for i in keep] for row in window_rows(report)])
-    _table("errors by kind", ["kind", "count"], [[k, n] for k, n in report.errors().items()] or [["none", 0]])
+    print_table("soak, per window (gateway state sampled at the window's end)", [WINDOW_HEADERS[i] for i in keep],
+                [[row[i] for i in keep] for row in window_rows(report)])
+    print_table("errors by kind", ["kind", "count"], [[k, n] for k, n in report.errors().items()] or [["none", 0]])
     growth, met = report.rss_growth(), report.targets()
     console.print(f"RSS growth after warm-up: gateway {growth['gateway']}, engine {growth['engine']}; targets: "
                   f"{met} -> " + ("[green]PASS[/green]" if all(met.values()) else "[red]FAIL[/red]"))

@@ -210,17 +210,14 @@ def replicas(
     work_dir: Path = typer.Option(None, help="Keep the gateways' data and logs here (default: a temp dir)."),
 ) -> None:
     """Two gateways with real engines on one PostgreSQL: time from an alias move to the other replica serving it."""
-    from rich.console import Console
-
-    from bench.cli import _flags, _quiet, _table
+    from bench.cli_support import console, engine_flags, print_table, quiet_logs
     from bench.replicas_report import HEADERS, summary_rows
 
-    _quiet()
-    console = Console()
-    config = ReplicasConfig(flags=_flags(model, 1024, 1, 64), moves=moves, poll_seconds=poll_seconds,
+    quiet_logs()
+    config = ReplicasConfig(flags=engine_flags(model, 1024, 1, 64), moves=moves, poll_seconds=poll_seconds,
                             streams=streams, max_tokens=max_tokens, pause_s=pause, timeout_s=timeout, note=note,
                             out_dir=out, work_dir=work_dir)
     report = run_replicas(config, Steps(console))
-    _table("alias move -> served by the other replica (s)", HEADERS, summary_rows(report))
+    print_table("alias move -> served by the other replica (s)", HEADERS, summary_rows(report))
     console.print(report.verdict())
     console.print("written: " + ", ".join(str(p) for p in report.files))
