@@ -161,14 +161,20 @@ class Registry(RegistryReader):
                 [json.dumps({**json.loads(row[0]), **metrics}), adapter, version],
             )
 
+    @staticmethod
+    def _expect(conn: Connection, adapter: str, alias: str, expected: Expected) -> int | None:
+        """Where `alias` is now, read on the write connection; AliasMoved when that is not `expected`."""
+        row = conn.execute("SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]).fetchone()
+        now = row[0] if row else None
+        if expected is not ANYWHERE and now != expected:
+            raise AliasMoved(adapter, alias, expected, now)
+        return now
+
     def _move(
         self, conn: Connection, adapter: str, alias: str, version: int | None, actor: str, reason: str,
         expected: Expected = ANYWHERE,
     ) -> int | None:
-        row = conn.execute("SELECT version FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias]).fetchone()
-        before = row[0] if row else None
-        if expected is not ANYWHERE and before != expected:
-            raise AliasMoved(adapter, alias, expected, before)
+        before = self._expect(conn, adapter, alias, expected)
         if version is None:
             conn.execute("DELETE FROM aliases WHERE adapter = ? AND alias = ?", [adapter, alias])
         else:
@@ -207,11 +213,18 @@ class Registry(RegistryReader):
         With `expected` (the version the caller saw the alias at, None for unset), the move is refused with
         AliasMoved when the alias is elsewhere by then: both checks run inside the write transaction.
         """
+        return self._set_alias(adapter, alias, version, actor, reason or f"set {alias}", expected)
+
+    def _set_alias(self, adapter: str, alias: str, version: int, actor: str, reason: str, expected: Expected,
+                   others: dict[str, Expected] | None = None) -> AliasEvent:
+        """set_alias's move; `others`: more aliases that must be where the caller saw them, checked in its write."""
         check_name(adapter)
         check_alias(alias)
         with self._write() as conn:
+            for other, where in (others or {}).items():
+                self._expect(conn, adapter, other, where)
             self._check_servable(conn, adapter, version)
-            before = self._move(conn, adapter, alias, version, actor, reason or f"set {alias}", expected)
+            before = self._move(conn, adapter, alias, version, actor, reason, expected)
         logger.info("%s: %s moved %s -> %s by %s (%s)", adapter, alias, before, version, actor, reason)
         return self.history(adapter, alias)[-1]
 
@@ -235,10 +248,16 @@ class Registry(RegistryReader):
 
     @_locked
     def promote(self, adapter: str, version: int | None = None, *, actor: str = "cli", reason: str = "",
-                expected: Expected = ANYWHERE) -> AliasEvent:
-        """Make `version` (default: the current candidate) the production version."""
+                expected: Expected = ANYWHERE, expected_candidate: Expected = ANYWHERE) -> AliasEvent:
+        """Make `version` (default: the current candidate) the production version.
+
+        `expected` and `expected_candidate` are where the caller saw production and the candidate (None: unset):
+        either found elsewhere refuses the move with AliasMoved, both read inside its write transaction, so
+        promoting the candidate a page showed never promotes one another replica put there meanwhile.
+        """
         version = self.promote_target(adapter) if version is None else version
-        return self.set_alias(adapter, PRODUCTION, version, actor=actor, reason=reason or "promote", expected=expected)
+        return self._set_alias(adapter, PRODUCTION, version, actor, reason or "promote", expected,
+                               {CANDIDATE: expected_candidate})
 
     @_locked
     def rollback(

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from adapters.names import PRODUCTION, check_alias, check_name
+from adapters.names import check_alias, check_name
 from adapters.registry import ANYWHERE, Expected, Registry
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE
 from adapters.version import AdapterVersion, AliasEvent
@@ -24,30 +26,33 @@ class AdminService:
         self.registry = registry
         self.resolver = resolver
 
-    async def _move(self, adapter: str, alias: str, version: int, actor: str, reason: str,
-                    expected: Expected = ANYWHERE) -> AliasEvent:
+    async def _move(self, adapter: str, version: int, move: Callable[[], AliasEvent]) -> AliasEvent:
         target = await asyncio.to_thread(self.registry.get_version, adapter, version)
         await self.resolver.ensure_loaded(target)  # AdapterLoadFailed or AdapterBroken: the alias stays put
-        event = await asyncio.to_thread(self.registry.set_alias, adapter, alias, version, actor=actor, reason=reason,
-                                        expected=expected)  # AliasMoved when it is no longer where the caller saw it
+        event = await asyncio.to_thread(move)  # AliasMoved when an alias is no longer where the caller saw it
         await self.resolver.refresh()
         return event
 
     async def promote(self, adapter: str, version: int | None, actor: str, reason: str,
-                      expected: Expected = ANYWHERE) -> AliasEvent:
+                      expected: Expected = ANYWHERE, expected_candidate: Expected = ANYWHERE) -> AliasEvent:
+        """Move production to `version` (default: the candidate); `expected_candidate` as Registry.promote's."""
         if version is None:
             version = await asyncio.to_thread(self.registry.promote_target, adapter)
-        return await self._move(adapter, PRODUCTION, version, actor, reason or "promote", expected)
+        return await self._move(adapter, version, partial(
+            self.registry.promote, adapter, version, actor=actor, reason=reason or "promote", expected=expected,
+            expected_candidate=expected_candidate))
 
     async def rollback(self, adapter: str, to: int | None, alias: str, actor: str, reason: str,
                        expected: Expected = ANYWHERE) -> AliasEvent:
         if to is None:
             to = await asyncio.to_thread(self.registry.rollback_target, adapter, alias)
-        return await self._move(adapter, check_alias(alias), to, actor, reason or f"rollback to v{to}", expected)
+        return await self.set_alias(adapter, alias, to, actor, reason or f"rollback to v{to}", expected)
 
     async def set_alias(self, adapter: str, alias: str, version: int, actor: str, reason: str,
                         expected: Expected = ANYWHERE) -> AliasEvent:
-        return await self._move(adapter, check_alias(alias), version, actor, reason or f"set {alias}", expected)
+        return await self._move(adapter, version, partial(
+            self.registry.set_alias, adapter, check_alias(alias), version, actor=actor, reason=reason or f"set {alias}",
+            expected=expected))
 
     async def register_upload(
         self, adapter: str, config: bytes, weights: bytes, alias: str | None, actor: str

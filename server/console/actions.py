@@ -3,7 +3,7 @@
 Each move names where the page showed the alias (`expected`), and the registry checks it inside the move's
 write transaction: a move made by someone else since the page loaded, through any replica, is refused with
 a message instead of being overwritten blindly. A promote with no version named promotes the candidate the
-page showed (its `seen` field), refused as well when the candidate has moved since.
+page showed (its `seen` field), refused as well, in the same transaction, when the candidate has moved since.
 
 A promote's and a rollback's reason is recorded after the action's name ("promote: ..."), as the admin API's
 default reasons are: the registry keeps no kind of move, and the plot's markers read it from there.
@@ -15,7 +15,8 @@ import asyncio
 from collections.abc import Awaitable
 
 from adapters.errors import AliasMoved, Conflict, version_text
-from adapters.names import CANDIDATE, PRODUCTION, check_alias, check_name
+from adapters.names import PRODUCTION, check_alias, check_name
+from adapters.registry import ANYWHERE, Expected
 from adapters.version import AliasEvent
 from server.admin import AdminService
 from server.console.session import ACTOR
@@ -49,21 +50,17 @@ class ConsoleActions:
     async def promote(self, adapter: str, version: int | None, reason: str, expected: int | None,
                       shown_candidate: int | None = None) -> str:
         """Promote `version`, or with none named the candidate the page showed (`shown_candidate`), never
-        whatever the candidate is by now: a candidate moved since the page loaded is refused like production."""
+        whatever the candidate is by now: the registry refuses a candidate moved since the page loaded, in the
+        move's write transaction, as it refuses a moved production."""
         admin, adapter = self._admin(), check_name(adapter)
+        candidate: Expected = ANYWHERE
         if version is None:
-            version = self._shown_candidate(adapter, shown_candidate)
-        event = await _unless_moved(admin.promote(adapter, version, self.actor, f"promote: {reason}", expected))
+            if shown_candidate is None:
+                raise BadRequest(f"{adapter}: the page showed no candidate to promote; name a version", "version")
+            version = candidate = shown_candidate
+        event = await _unless_moved(admin.promote(adapter, version, self.actor, f"promote: {reason}", expected,
+                                                  expected_candidate=candidate))
         return f"{adapter}: {PRODUCTION} moved {version_text(event.from_version)} -> v{event.to_version}"
-
-    def _shown_candidate(self, adapter: str, shown: int | None) -> int:
-        if shown is None:
-            raise BadRequest(f"{adapter}: the page showed no candidate to promote; name a version", "version")
-        now = self.state.registry.alias_version(adapter, CANDIDATE)
-        if now != shown:
-            raise Conflict(f"{adapter}: {CANDIDATE} moved to {version_text(now)} since the page showed "
-                           f"{version_text(shown)}; nothing was changed. Reload and decide again.")
-        return shown
 
     async def rollback(self, adapter: str, alias: str, to: int | None, reason: str, expected: int | None) -> str:
         admin, alias = self._admin(), check_alias(alias)

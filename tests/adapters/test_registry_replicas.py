@@ -72,3 +72,17 @@ def test_a_move_expecting_where_the_alias_was_is_refused_once_it_moved(replicas)
     with pytest.raises(AliasMoved, match="staff is at nothing, not at v1"):
         one.set_alias("bot", "staff", 2, expected=1)
     assert one.set_alias("bot", "staff", 2, expected=None).from_version is None
+
+
+def test_a_promote_expecting_the_candidate_it_saw_is_refused_once_another_replica_moved_it(replicas) -> None:
+    one, two = replicas
+    one.set_alias("bot", "candidate", 2)  # what the operator saw
+    meanwhile(one, lambda: two.set_alias("bot", "candidate", 3, actor="trainer"))
+    with pytest.raises(AliasMoved, match="candidate is at v3, not at v2 as expected") as e:
+        one.promote("bot", 2, actor="alice", expected=1, expected_candidate=2)
+    assert (e.value.alias, e.value.expected, e.value.current) == ("candidate", 2, 3)
+    assert one.alias_version("bot", "production") == 1
+    assert [e.to_version for e in one.history("bot", "production")] == [1]
+    assert one.promote("bot", 3, expected=1, expected_candidate=3).to_version == 3  # the one there now: moves
+    with pytest.raises(AliasMoved, match="candidate is at v3, not at nothing"):
+        one.promote("bot", 2, expected_candidate=None)

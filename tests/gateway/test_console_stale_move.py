@@ -1,6 +1,7 @@
 """The console's stale-page check happens in the registry's write: a move made through another replica after
 the page's action began is refused (409 in OpenAI's error format on the wire), and nothing changes. A promote
-with no version named promotes the candidate the page showed, never whatever the candidate is by then."""
+with no version named promotes the candidate the page showed, never whatever the candidate is by then, and the
+registry checks that in the same write."""
 
 from __future__ import annotations
 
@@ -91,3 +92,18 @@ def test_a_bare_promote_promotes_the_candidate_the_page_showed_or_nothing(client
         client.portal.call(actions.promote, "bot", None, "no candidate shown", 1, None)
     assert state.registry.alias_version("bot", "production") == 1
     assert client.portal.call(actions.promote, "bot", None, "fresh page", 1, 3) == "bot: production moved v1 -> v3"
+
+
+def test_a_bare_promote_after_another_replica_moved_the_candidate_is_refused(client, settings, base_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    state = client.app.state.flywheel
+    _three_versions(state, tmp_path, base_dir)
+    state.registry.set_alias("bot", "candidate", 2)  # the page shows the candidate at v2
+    _other_replica_moves_first(state, settings, base_dir,
+                               lambda other: other.set_alias("bot", "candidate", 3, actor="trainer"))
+    actions = ConsoleActions(state)
+    with pytest.raises(Conflict, match="candidate moved to v3 since the page showed v2; nothing was changed") as e:
+        client.portal.call(actions.promote, "bot", None, "the candidate shown", 1, 2)
+    assert to_response(e.value).status_code == 409
+    assert state.registry.alias_version("bot", "production") == 1
+    assert [e.to_version for e in state.registry.history("bot", "production")] == [1]
