@@ -14,7 +14,8 @@ from pathlib import Path
 
 from adapters.runs import Run
 from adapters.version import AdapterVersion, AliasEvent
-from flywheel.database import Database, Location, exists
+from flywheel.database import Database, exists
+from flywheel.location import Location
 
 
 @dataclass(frozen=True)

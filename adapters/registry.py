@@ -42,7 +42,9 @@ from adapters.registry_reader import RegistryReader
 from adapters.schema import create_tables
 from adapters.validation import validate_adapter
 from adapters.version import AdapterVersion, AliasEvent, VersionStatus
-from flywheel.database import Connection, Database, Location
+from flywheel.connection import Connection
+from flywheel.database import Database
+from flywheel.location import Location
 from flywheel.scratch import clear_dead, owned_name
 
 logger = logging.getLogger(__name__)

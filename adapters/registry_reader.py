@@ -18,8 +18,9 @@ from pathlib import Path
 from adapters.errors import AdapterNotFound, RegistryBusy
 from adapters.names import PRODUCTION, AdapterRef, check_name
 from adapters.version import AdapterVersion, AliasEvent, StatusEvent
-from flywheel.database import Database, describe
+from flywheel.database import Database
 from flywheel.database_errors import database_errors, is_busy
+from flywheel.location import describe
 
 
 def reading(method: Callable) -> Callable:

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.names import Word
-from flywheel.database import Connection, Database, Location, is_url
+from flywheel.connection import Connection
+from flywheel.database import Database
 from flywheel.database_errors import database_errors
+from flywheel.location import Location, is_url
 from flywheel.migrations import Migration, migrate
 from flywheel.scratch import pid_alive
 

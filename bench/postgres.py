@@ -67,7 +67,7 @@ def running_postgres(max_connections: int = 200) -> Iterator[str]:
         try:
             yield f"postgresql://flywheel@127.0.0.1:{port}"
         finally:
-            from flywheel.database import close_pools
+            from flywheel.postgres_pools import close_pools
 
             close_pools()  # this process's pools, before their server goes
             subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from feedback.records import CompletionRecord
 from feedback.store import FeedbackStore
-from flywheel.database import Location, describe, is_url
+from flywheel.location import Location, describe, is_url
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -15,6 +15,7 @@ from feedback.store import FeedbackStore
 from flywheel import database
 from flywheel.cli_support import load_settings
 from flywheel.database_errors import database_errors
+from flywheel.location import describe
 
 app = typer.Typer(help="Feedback log: export training sets and show ratings per adapter version.")
 
@@ -31,7 +32,7 @@ def _open(db: Path | None) -> FeedbackStore:
     db = db or load_settings().feedback_db  # an entry point: settings are built here (or FLYWHEEL_DATABASE_URL)
     try:
         if not database.exists(db, "feedback"):
-            raise typer.BadParameter(f"no feedback database at {database.describe(db)}", param_hint="--db")
+            raise typer.BadParameter(f"no feedback database at {describe(db)}", param_hint="--db")
         return FeedbackStore(db)
     except database_errors() as exc:
         raise typer.BadParameter(f"{db} is not a usable feedback database: {exc}", param_hint="--db") from exc

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from feedback.queries import StoreQueries
-from flywheel.database import Database, Location, exists
+from flywheel.database import Database, exists
+from flywheel.location import Location
 
 BUSY_TIMEOUT_S = 30.0
 

@@ -59,7 +59,9 @@ from feedback.validation import (
 )
 from feedback.vocabulary import Rating
 from feedback.writer import BatchWriter
-from flywheel.database import Connection, Database, Location, describe
+from flywheel.connection import Connection
+from flywheel.database import Database
+from flywheel.location import Location, describe
 from flywheel.migrations import migrate
 
 BUSY_TIMEOUT_S = 30.0

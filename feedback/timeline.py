@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from feedback.queries import CORRECTED, DOWN, UP
 from feedback.scrubbing import Scrubber
 from feedback.stats import RatingCounts
-from flywheel.database import Database, Location
+from flywheel.database import Database
+from flywheel.location import Location
 
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
 

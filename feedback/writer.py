@@ -16,7 +16,7 @@ full, read-only, I/O error, locked past the busy timeout) the whole transaction 
 every job of that batch fails with `StoreUnavailable`: nothing of it is half-written, nothing was
 acknowledged, and the thread goes on to the next batch, so writes succeed again once the disk recovers.
 
-The connection is an SQLite one or a `flywheel.database.Connection` (SQLite or PostgreSQL); `begin`
+The connection is an SQLite one or a `flywheel.connection.Connection` (SQLite or PostgreSQL); `begin`
 starts a batch's transaction with the store's write lock (`BEGIN IMMEDIATE` by default, see
 flywheel/database.py). A PostgreSQL connection that broke (the server restarted) is replaced through
 `reconnect` before the next batch.

@@ -1,9 +1,10 @@
 """The one database seam of the three stores (registry, runs, feedback): SQLite files or one PostgreSQL.
 
-A store is given a location: a `Path` (an SQLite file, the embedded default) or a `postgresql://` URL
-(`FLYWHEEL_DATABASE_URL`, one database that every replica shares). `Database` owns what the stores
-used to hand-write each: connecting, SQLite's WAL and pragmas, write transactions and read connections.
-What its errors mean (busy, full, unreachable, on both) is `flywheel/database_errors.py`.
+A store is given a location (flywheel/location.py): a `Path` (an SQLite file, the embedded default) or a
+`postgresql://` URL (`FLYWHEEL_DATABASE_URL`, one database that every replica shares). `Database` owns what
+the stores used to hand-write each: connecting, SQLite's WAL and pragmas, write transactions and read
+connections, each a `Connection` (flywheel/connection.py). What its errors mean (busy, full, unreachable, on
+both) is `flywheel/database_errors.py`.
 
 - **Write transactions serialise writers, on both.** SQLite: `BEGIN IMMEDIATE` takes the file's write
   lock up front. PostgreSQL: a transaction that first takes a transaction-scoped advisory lock named
@@ -16,14 +17,12 @@ What its errors mean (busy, full, unreachable, on both) is `flywheel/database_er
   into psycopg's `%s` on PostgreSQL; what differs beyond that (table DDL, a few expressions) the
   stores take from `Dialect` (flywheel/dialect.py).
 
-PostgreSQL connections come from a `psycopg_pool.ConnectionPool`, one per URL and process, shared by
-every store of that process (the trainer builds a `Registry` per poll: they all reuse one pool).
-psycopg is imported only when a URL is used, so the SQLite default needs none of it.
+PostgreSQL connections come from the process's pool for the URL (flywheel/postgres_pools.py); psycopg is
+imported only when a URL is used, so the SQLite default needs none of it.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import sqlite3
 import threading
@@ -32,17 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flywheel.database_errors import DatabaseUnreachable
-from flywheel.dialect import POSTGRESQL, SQLITE, Dialect, to_psycopg
-
-URL_SCHEMES = ("postgresql://", "postgres://")
-
-Location = Path | str  # an SQLite file, or a postgresql:// URL
-
-
-def is_url(location: Location) -> bool:
-    """True for a PostgreSQL URL, False for an SQLite file path."""
-    return isinstance(location, str) and location.startswith(URL_SCHEMES)
+from flywheel.connection import Connection
+from flywheel.dialect import POSTGRESQL, SQLITE, Dialect
+from flywheel.location import Location, describe, is_url
+from flywheel.postgres_pools import pool_for
 
 
 def exists(location: Location, table: str) -> bool:
@@ -57,60 +49,6 @@ def exists(location: Location, table: str) -> bool:
 
     with Database(location, read_only=True).read_only() as conn:
         return sqlite_utils.Database(conn.raw, recursive_triggers=False, execute_plugins=False)[table].exists()
-
-
-def describe(location: Location) -> str:
-    """The location for logs and errors, without a password."""
-    if not is_url(location):
-        return str(location)
-    scheme, rest = str(location).split("://", 1)
-    if "@" in rest:
-        credentials, host = rest.rsplit("@", 1)
-        rest = f"{credentials.split(':', 1)[0]}@{host}"
-    return f"{scheme}://{rest}"
-
-
-class Connection:
-    """One connection in autocommit mode (transactions are begun explicitly); `?` placeholders on both."""
-
-    def __init__(self, raw: Any, dialect: Dialect):
-        self.raw = raw
-        self.dialect = dialect
-
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        """Run one statement; returns a cursor (`fetchone`, `fetchall`, `rowcount`)."""
-        if self.dialect.name == SQLITE:
-            return self.raw.execute(sql, args)
-        if not args:
-            return self.raw.execute(sql)
-        return self.raw.execute(to_psycopg(sql), list(args))
-
-    def query(self, sql: str, args: Sequence[Any] = ()) -> list[dict]:
-        """Rows as dicts keyed by column name."""
-        cursor = self.execute(sql, args)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-    @property
-    def in_transaction(self) -> bool:
-        if self.dialect.name == SQLITE:
-            return self.raw.in_transaction
-        from psycopg.pq import TransactionStatus
-
-        return self.raw.info.transaction_status != TransactionStatus.IDLE
-
-    @property
-    def closed(self) -> bool:
-        if self.dialect.name == SQLITE:
-            try:
-                self.raw.total_changes  # noqa: B018 - raises ProgrammingError once closed
-            except sqlite3.ProgrammingError:
-                return True
-            return False
-        return self.raw.closed or self.raw.broken
-
-    def close(self) -> None:
-        self.raw.close()
 
 
 def lock_key(name: str) -> int:
@@ -145,7 +83,7 @@ class Database:
             if not read_only:
                 Path(location).parent.mkdir(parents=True, exist_ok=True)
         else:
-            self._pool = _pool(str(location))
+            self._pool = pool_for(str(location))
 
     @property
     def is_postgresql(self) -> bool:
@@ -284,41 +222,3 @@ class Database:
                 conn.close()
             self._readers.clear()
         self._local = threading.local()
-
-
-# ---- PostgreSQL pools -----------------------------------------------------------------------------
-_pools: dict[str, Any] = {}
-_pools_lock = threading.Lock()
-POOL_MAX_SIZE = 10
-POOL_CONNECT_TIMEOUT_S = 30.0
-
-
-def _pool(url: str) -> Any:
-    """The process's pool for `url`, opened on first use."""
-    with _pools_lock:
-        pool = _pools.get(url)
-        if pool is None or pool.closed:
-            from psycopg_pool import ConnectionPool
-
-            pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX_SIZE, kwargs={"autocommit": True},
-                                  open=True, name=f"flywheel {describe(url)}")
-            try:
-                pool.wait(timeout=POOL_CONNECT_TIMEOUT_S)
-            except Exception as e:  # psycopg_pool.PoolTimeout: say which server, not just "incomplete"
-                pool.close()
-                raise DatabaseUnreachable(
-                    f"cannot connect to PostgreSQL at {describe(url)} within {POOL_CONNECT_TIMEOUT_S:g} s"
-                    " (FLYWHEEL_DATABASE_URL): is the server up and the URL right?"
-                ) from e
-            _pools[url] = pool
-        return pool
-
-
-def close_pools(url: str | None = None) -> None:
-    """Close the pool of `url` (every pool when None); the next use opens a new one."""
-    with _pools_lock:
-        for key in [k for k in _pools if url is None or k == url]:
-            _pools.pop(key).close()
-
-
-atexit.register(close_pools)

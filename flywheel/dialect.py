@@ -1,7 +1,7 @@
 """The SQL that differs between SQLite and PostgreSQL, so that the stores write theirs once.
 
 The stores write every statement in SQLite's spelling, with `?` placeholders. On PostgreSQL,
-`flywheel.database.Connection` turns the placeholders into psycopg's `%s` (`to_psycopg`), and what differs
+`flywheel.connection.Connection` turns the placeholders into psycopg's `%s` (`to_psycopg`), and what differs
 beyond that the stores take from `Dialect`: table DDL (`Dialect.ddl`) and the few expressions spelled
 differently (an epoch to a day or a time bucket, a case-insensitive LIKE). Both databases accept
 `INSERT ... ON CONFLICT`, `RETURNING` (SQLite 3.35+) and `SAVEPOINT`, so the stores use only those.

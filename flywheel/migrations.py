@@ -20,7 +20,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flywheel.database import Connection, Database
+from flywheel.connection import Connection
+from flywheel.database import Database
 from flywheel.dialect import SQLITE, Dialect
 
 logger = logging.getLogger(__name__)

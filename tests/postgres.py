@@ -37,7 +37,7 @@ def postgres_database(postgres_server: str, request: pytest.FixtureRequest) -> I
     name = "t_" + re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1]).lower()[:50]
     url = create_database(postgres_server, name)
     yield url
-    from flywheel.database import close_pools
+    from flywheel.postgres_pools import close_pools
 
     close_pools(url)
 

@@ -174,10 +174,10 @@ def test_the_feedback_writer_reconnects_after_its_connection_is_killed(url: str)
 
 
 def test_an_unreachable_server_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from flywheel import database
+    from flywheel import postgres_pools
     from flywheel.database_errors import DatabaseUnreachable
 
-    monkeypatch.setattr(database, "POOL_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(postgres_pools, "POOL_CONNECT_TIMEOUT_S", 1.0)
     with pytest.raises(DatabaseUnreachable, match=r"127\.0\.0\.1:1/flywheel") as e:
         Registry("postgresql://bot:s3cret@127.0.0.1:1/flywheel", tmp_path / "adapters", None)
     assert "s3cret" not in str(e.value)
