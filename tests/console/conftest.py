@@ -47,7 +47,7 @@ class Gateway:
     def served_by(self, adapter: str = "bot") -> str:
         """Which version answers a chat request for `adapter`, through the public API."""
         body = {"messages": [{"role": "user", "content": "Hi there"}], "adapter": adapter}
-        return httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=10).json()["adapter"]
+        return httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=60).json()["adapter"]
 
 
 def free_port() -> int:
@@ -88,10 +88,10 @@ def rate(url: str, ratings: list[tuple[str, str | None]], adapter: str = "bot") 
     for rating, correction in ratings:
         body = {"messages": [{"role": "user", "content": "mail me at jane.doe@example.com please"}],
                 "adapter": adapter}
-        completion = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).json()
+        completion = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
         assert "@" not in adapter or completion["adapter"] == adapter
         feedback = {"completion_id": completion["id"], "rating": rating, "correction": correction}
-        assert httpx.post(f"{url}/v1/feedback", json=feedback, timeout=10).status_code < 300
+        assert httpx.post(f"{url}/v1/feedback", json=feedback, timeout=60).status_code < 300
 
 
 @contextmanager
@@ -103,7 +103,7 @@ def serve(settings: Settings) -> Iterator[str]:
     thread = threading.Thread(target=server.run, name="console-gateway", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{config.port}"
-    deadline = time.time() + 30
+    deadline = time.time() + 120  # generous: a busy 2-core machine once missed 30 s (a flake, not a failure)
     while True:
         try:
             if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
