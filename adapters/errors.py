@@ -43,3 +43,17 @@ def version_text(version: int | None) -> str:
 
 class RegistryBusy(RegistryError):
     """Another process holds the registry database's lock past the busy timeout; nothing was changed (HTTP 503)."""
+
+
+class AdapterUnavailable(RegistryError):
+    """A version's files cannot be fetched to this host now (object store unreachable, object missing): this
+    replica answers 503 and retries at the next request; nothing is written to the registry."""
+
+
+class FilesMismatch(RegistryError):
+    """A version's stored files are there and differ from its manifest: the version is broken (HTTP 503
+    `adapter_broken` once the resolver has marked it); `problems` lists every difference."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))

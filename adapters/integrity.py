@@ -66,7 +66,11 @@ def verify(version: AdapterVersion) -> list[str]:
     folder = Path(version.path)
     if not folder.is_dir():
         return ["its folder is missing from the adapters directory"]
-    records = recorded_files(version)
+    return verify_folder(folder, recorded_files(version))
+
+
+def verify_folder(folder: Path, records: dict[str, dict]) -> list[str]:
+    """Every way the files in `folder` differ from `records` (a version's manifest); empty when they match."""
     problems = [p for name, record in records.items() if (p := _check_file(folder, name, record))]
     if CONFIG_FILE not in records and (p := _check_config_readable(folder)):
         problems.append(p)

@@ -12,9 +12,10 @@ A version is `ready`, `rejected` (by the evaluation gate) or `broken` (its files
 manifest recorded at registration, adapters/integrity.py). Status changes are recorded in
 `status_events` and move the change token, so every gateway following the registry sees them.
 
-A new version's files are copied into a staging folder named after this process and renamed into place
-inside the write transaction. A process killed before the rename leaves the staging folder; the registry
-deletes those of dead processes on this host when it opens (flywheel/scratch.py).
+A new version's files are copied into a staging folder named after this process and published inside the
+write transaction, before its row commits (adapters/files.py: renamed into the shared folder, or uploaded to
+the object store). A process killed before that leaves the staging folder; the registry deletes those of dead
+processes on this host when it opens (flywheel/scratch.py).
 
 The reads (versions, aliases, history, resolving a reference) are `RegistryReader`'s
 (adapters/registry_reader.py), which `Registry` extends with every write.
@@ -36,12 +37,13 @@ from pathlib import Path
 
 from adapters.base_model import BaseModelInfo
 from adapters.errors import AdapterNotFound, AliasMoved, Conflict, InvalidAdapter
+from adapters.files import AdapterFiles, SharedFolder
 from adapters.integrity import manifest_of
 from adapters.names import CANDIDATE, PRODUCTION, check_alias, check_name
 from adapters.registry_reader import RegistryReader
 from adapters.schema import create_tables
 from adapters.validation import validate_adapter
-from adapters.version import AdapterVersion, AliasEvent, VersionStatus
+from adapters.version import AdapterVersion, AliasEvent, VersionStatus, version_dir
 from flywheel.connection import Connection
 from flywheel.database import Database
 from flywheel.location import Location
@@ -78,12 +80,15 @@ class Registry(RegistryReader):
     `RegistryReader`, and every write (register, alias moves, metrics, status)."""
 
     def __init__(self, db_path: Location, adapters_dir: Path, base: BaseModelInfo | None, max_rank: int = 64,
-                 busy_timeout: float = BUSY_TIMEOUT_S):
-        """`db_path`: the registry's SQLite file, or a postgresql:// URL shared by every replica."""
+                 busy_timeout: float = BUSY_TIMEOUT_S, files: AdapterFiles | None = None):
+        """`db_path`: the registry's SQLite file, or a postgresql:// URL shared by every replica. `files`: where
+        versions' files are published and read (default: the shared folder `adapters_dir`)."""
         adapters_dir = Path(adapters_dir)
         adapters_dir.mkdir(parents=True, exist_ok=True)
         clear_dead(adapters_dir, STAGING)  # copies of registrations killed before their rename
-        super().__init__(Database(db_path, lock_name="registry", busy_timeout=busy_timeout), adapters_dir)
+        self.files = files or SharedFolder(adapters_dir)
+        super().__init__(Database(db_path, lock_name="registry", busy_timeout=busy_timeout), adapters_dir,
+                         self.files.root)
         self.base = base
         self.max_rank = max_rank
         self._lock = threading.RLock()
@@ -110,8 +115,8 @@ class Registry(RegistryReader):
     ) -> AdapterVersion:
         """Validate `source_dir`, copy it atomically, and record it as the adapter's next version.
 
-        Nothing is written when validation fails. With `alias`, that alias moves to the new version
-        in the same transaction.
+        Nothing is written when validation fails, nor when publishing the files does (AdapterUnavailable).
+        With `alias`, that alias moves to the new version in the same transaction.
         """
         check_name(adapter)
         if status not in REGISTERED_STATUSES:
@@ -128,12 +133,8 @@ class Registry(RegistryReader):
                     "SELECT COALESCE(MAX(version), 0) FROM versions WHERE adapter = ?", [adapter]
                 ).fetchone()
                 version = last + 1
-                rel = Path(adapter) / f"v{version}"
-                final = self.adapters_dir / rel
-                if final.exists():  # left by a process that died between rename and commit
-                    shutil.rmtree(final)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                staging.rename(final)
+                rel = version_dir(adapter, version)
+                self.files.publish(staging, rel)  # before the row: a committed row always has its files
                 conn.execute(
                     "INSERT INTO versions (adapter, version, path, sha256, rank, alpha, target_modules,"
                     " base_fingerprint, created_at, source, parent_version, metrics, status, created_by, files)"

@@ -37,9 +37,12 @@ def reading(method: Callable) -> Callable:
 class RegistryReader:
     """Versions, aliases and their history, read from the registry's database."""
 
-    def __init__(self, db: Database, adapters_dir: Path):
+    def __init__(self, db: Database, adapters_dir: Path, version_root: Path | None = None):
+        """`version_root`: where this host reads versions' folders (the adapters folder, or an object store's
+        cache: adapters/files.py); `AdapterVersion.path` is under it."""
         self.db = db
         self.adapters_dir = Path(adapters_dir)
+        self.version_root = Path(version_root or adapters_dir)
         self.busy_timeout = db.busy_timeout
 
     def __repr__(self) -> str:
@@ -85,7 +88,7 @@ class RegistryReader:
     @reading
     def versions(self, adapter: str) -> list[AdapterVersion]:
         rows = self._dicts("SELECT * FROM versions WHERE adapter = ? ORDER BY version", [check_name(adapter)])
-        result = [AdapterVersion.from_row(r, self.adapters_dir) for r in rows]
+        result = [AdapterVersion.from_row(r, self.version_root) for r in rows]
         if not result:
             raise AdapterNotFound(f"adapter {adapter!r} is not registered")
         return result
@@ -97,7 +100,7 @@ class RegistryReader:
         if not rows:
             self._require_registered(adapter)
             raise AdapterNotFound(f"adapter {adapter!r} has no version {version}")
-        return AdapterVersion.from_row(rows[0], self.adapters_dir)
+        return AdapterVersion.from_row(rows[0], self.version_root)
 
     @reading
     def aliases(self, adapter: str | None = None) -> dict[tuple[str, str], int]:
@@ -113,7 +116,7 @@ class RegistryReader:
         re-reads them on every registry change; one query per alias would be 10,000 at 10,000 adapters)."""
         rows = self._dicts("SELECT a.alias AS alias_name, v.* FROM aliases a JOIN versions v"
                            " ON v.adapter = a.adapter AND v.version = a.version")
-        return {(r["adapter"], r.pop("alias_name")): AdapterVersion.from_row(r, self.adapters_dir) for r in rows}
+        return {(r["adapter"], r.pop("alias_name")): AdapterVersion.from_row(r, self.version_root) for r in rows}
 
     @reading
     def alias_version(self, adapter: str, alias: str) -> int | None:

@@ -17,6 +17,11 @@ class VersionStatus(Word):
     BROKEN = "broken"  # its files no longer match the manifest recorded at registration
 
 
+def version_dir(adapter: str, version: int) -> Path:
+    """Where a version's files live under whichever root holds them (`<name>/v<N>`; the row's `path`)."""
+    return Path(adapter) / f"v{version}"
+
+
 @dataclass(frozen=True)
 class AdapterVersion:
     """One immutable registered version."""

@@ -37,6 +37,7 @@ app.add_typer(adapters_app, name="adapters")
 
 def _registry(settings: Settings):
     from adapters.base_model import BaseModelInfo
+    from adapters.files import adapter_files
     from adapters.registry import Registry
     from flywheel.default_model import ModelUnavailable, check_model_dir
 
@@ -44,7 +45,8 @@ def _registry(settings: Settings):
         base = BaseModelInfo.from_dir(check_model_dir(settings.resolved_model_path))
     except (ModelUnavailable, FileNotFoundError, ValueError) as e:
         fail(str(e))
-    return Registry(settings.registry_db, settings.adapters_dir, base, settings.max_lora_rank)
+    return Registry(settings.registry_db, settings.adapters_dir, base, settings.max_lora_rank,
+                    files=adapter_files(settings))
 
 
 # ---- model ------------------------------------------------------------------------------------

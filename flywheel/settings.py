@@ -100,6 +100,24 @@ class Settings(_TrainerKnobs):
         description="A postgresql:// URL: the registry, feedback store and training runs live in that one "
         "PostgreSQL database, shared by every gateway replica and trainer. Unset: SQLite files in data_dir.",
     )
+    adapter_store: str | None = Field(
+        None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+        description="Where registered adapter versions' files live. Unset: <data_dir>/adapters, one folder every "
+        "process mounts (a ReadWriteMany volume across hosts). s3://bucket/prefix: objects in an S3-compatible "
+        "store, uploaded at registration and fetched into each host's cache (needs the `s3` extra, boto3; "
+        "credentials from boto3's own chain). docs/kubernetes.md, \"The object-storage seam\".",
+    )
+    adapter_store_endpoint: str | None = Field(
+        None, pattern=r"^https?://",
+        description="The S3 API endpoint of FLYWHEEL_ADAPTER_STORE, for an S3-compatible server other than AWS "
+        "(MinIO, Ceph). Unset: boto3's default (AWS S3).",
+    )
+    adapter_cache_mib: int = Field(
+        4096, ge=1,
+        description="With FLYWHEEL_ADAPTER_STORE: at most this many MiB of fetched versions are kept in "
+        "<data_dir>/cache/adapters, the least recently used evicted first. Keep it above the size of "
+        "FLYWHEEL_MAX_CPU_LORAS versions: a loaded version that was evicted is fetched again.",
+    )
 
     # --- base model ----------------------------------------------------------------------------
     model_path: Path | None = Field(
@@ -257,6 +275,11 @@ class Settings(_TrainerKnobs):
     @property
     def adapters_dir(self) -> Path:
         return self.data_dir / "adapters"
+
+    @property
+    def adapter_cache_dir(self) -> Path:
+        """This host's cache of versions fetched from FLYWHEEL_ADAPTER_STORE."""
+        return self.data_dir / "cache" / "adapters"
 
     @property
     def default_model_dir(self) -> Path:

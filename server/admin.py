@@ -71,7 +71,7 @@ class AdminService:
     async def verify(self, adapter: str, version: int, actor: str) -> AdapterVersion:
         """Hash a version's files again: broken ones are marked broken, restored ones ready again."""
         target = await asyncio.to_thread(self.registry.get_version, adapter, version)
-        problems = await asyncio.to_thread(self.resolver.integrity.check, target)
+        problems = await asyncio.to_thread(self.resolver.check_files, target)  # fetched first from a store
         if problems:
             await asyncio.to_thread(self.registry.mark_broken, adapter, version, "; ".join(problems), actor=actor)
         else:

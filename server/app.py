@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from adapters.base_model import BaseModelInfo
+from adapters.files import adapter_files
 from adapters.registry import Registry
 from adapters.runs import RunStore
 from feedback.store import FeedbackStore
@@ -131,7 +132,8 @@ def create_app(
         logger.warning("/admin refuses every request: FLYWHEEL_API_KEYS is set but FLYWHEEL_ADMIN_KEY is not")
     state = GatewayState(
         settings=settings,
-        registry=Registry(settings.registry_db, settings.adapters_dir, base, settings.max_lora_rank),
+        registry=Registry(settings.registry_db, settings.adapters_dir, base, settings.max_lora_rank,
+                          files=adapter_files(settings)),
         metrics=Metrics(),
         feedback=FeedbackStore(settings.feedback_db),
         runs=RunStore(settings.trainer_db),

@@ -10,7 +10,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
-from adapters.errors import AdapterNotFound, Conflict, InvalidAdapter, InvalidName, RegistryBusy, RegistryError
+from adapters.errors import (
+    AdapterNotFound,
+    AdapterUnavailable,
+    Conflict,
+    FilesMismatch,
+    InvalidAdapter,
+    InvalidName,
+    RegistryBusy,
+    RegistryError,
+)
 from adapters.runs import RunNotFound
 from feedback.errors import CompletionNotFound, FeedbackError, FeedbackNotFound, InvalidFeedback, StoreUnavailable
 from server.protocol import ErrorBody, ErrorResponse
@@ -80,6 +89,8 @@ LIBRARY_ERRORS: list[tuple[type[Exception], int, str, str]] = [
     (InvalidName, 400, "invalid_request_error", "invalid_name"),
     (Conflict, 409, "invalid_request_error", "conflict"),
     (RegistryBusy, 503, "service_unavailable", "registry_busy"),
+    (AdapterUnavailable, 503, "service_unavailable", "adapter_unavailable"),  # this replica cannot fetch the files
+    (FilesMismatch, 503, "service_unavailable", "adapter_broken"),
     (RegistryError, 400, "invalid_request_error", "registry_error"),
     (RunNotFound, 404, "not_found_error", "run_not_found"),
     (CompletionNotFound, 404, "not_found_error", "completion_not_found"),
@@ -99,7 +110,7 @@ ERROR_DESCRIPTIONS = {
     409: "Conflict with the current state (an adapter version that cannot be loaded, an alias that cannot move).",
     413: "An uploaded file is larger than the gateway accepts (FLYWHEEL_MAX_UPLOAD_MIB).",
     429: "Too many requests in flight; retry shortly.",
-    503: "The engine, the registry or the feedback store cannot serve right now.",
+    503: "The engine, the registry, the adapter store or the feedback store cannot serve right now.",
 }
 
 

@@ -16,6 +16,12 @@ when it is loaded into vLLM; every later request only `stat`s them. An alias tha
 version that breaks stays on it (moving traffic to an older version is the operator's call: roll
 back, or restore the files and verify); an alias moved to a version found broken as it loads moves
 back, as for any load failure (docs/architecture.md, invariant 3).
+
+With an object store (adapters/object_store.py) the files are fetched to this host first, by
+`AdapterFiles.local_folder`, wherever they are checked. A fetch that fails is `AdapterUnavailable`: 503 on this
+replica only, nothing written to the registry, retried at the next request or poll (an alias that cannot be
+fetched keeps its old version here meanwhile). Only stored files that are there and differ from the manifest
+(`FilesMismatch`) mark the version broken.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import logging
 import random
 import time
 
-from adapters.errors import AdapterNotFound, AliasMoved, RegistryBusy
+from adapters.errors import AdapterNotFound, AdapterUnavailable, AliasMoved, FilesMismatch, RegistryBusy
 from adapters.integrity import IntegrityCache
 from adapters.names import CANARY, PRODUCTION, AdapterRef
 from adapters.registry import Registry
@@ -115,21 +121,21 @@ class AdapterResolver:
                 async with lock:  # files changed: one hash for a burst of requests, not one each
                     problems = self.integrity.cached(version)
                     if problems is None:
-                        problems = await asyncio.to_thread(self.integrity.check, version)
+                        problems = await asyncio.to_thread(self.check_files, version)
             if problems:
                 await self._broken(version, problems)
             return
         async with lock:
             if version.id in self._loaded:
                 return
-            if problems := await asyncio.to_thread(self.integrity.check, version):  # vLLM reads the files now
+            if problems := await asyncio.to_thread(self.check_files, version):  # vLLM reads the files now
                 await self._broken(version, problems)
             start = time.perf_counter()
             try:
                 await self.engine.load_adapter(handle_for(version))
             except AdapterLoadFailed as e:
                 self.metrics.adapter_loads.labels(version.adapter, str(version.version), "error").inc()
-                if problems := await asyncio.to_thread(self.integrity.check, version):  # changed under vLLM?
+                if problems := await asyncio.to_thread(self.check_files, version):  # changed under vLLM?
                     await self._broken(version, problems, cause=e)
                 raise
             elapsed = time.perf_counter() - start
@@ -137,6 +143,17 @@ class AdapterResolver:
             self.metrics.adapter_load_seconds.observe(elapsed)
             self._loaded.add(version.id)
             logger.info("loaded adapter %s into the engine in %.2fs", version.lora_name, elapsed)
+
+    def check_files(self, version: AdapterVersion) -> list[str]:
+        """Get the version's files onto this host (fetched if absent) and hash them: every problem, or none.
+
+        Blocking (run it on a thread). AdapterUnavailable propagates: a failed fetch says nothing of the version.
+        """
+        try:
+            self.registry.files.local_folder(version)
+        except FilesMismatch as e:
+            return e.problems
+        return self.integrity.check(version)
 
     async def _broken(self, version: AdapterVersion, problems: list[str], cause: Exception | None = None) -> None:
         """Record `version` as broken in the registry (off the event loop) and raise AdapterBroken."""
@@ -188,6 +205,9 @@ class AdapterResolver:
             return await self._move_back(name, alias, old, new, e)
         except AdapterLoadFailed as e:
             return await self._move_back(name, alias, old, new, e)
+        except AdapterUnavailable as e:  # this replica's problem, not the version's: keep what it serves, retry
+            logger.warning("%s@%s -> v%d not switched here yet: %s", name, alias, new.version, e)
+            return False
         self._aliases[(name, alias)] = new
         self.metrics.adapter_swaps.labels(name, alias).inc()
         self.metrics.swap_seconds.observe(time.perf_counter() - start)

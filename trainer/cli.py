@@ -37,6 +37,7 @@ class TrainerError(Exception):
 
 def trainer_settings(settings: Settings, **overrides: object) -> TrainerSettings:
     """The trainer's paths and policies from the global Settings; `overrides` replace TrainConfig fields."""
+    from adapters.files import adapter_files
     from flywheel.default_model import ModelUnavailable, check_model_dir
     from trainer.config import GateConfig, LoraRecipe, PromotionPolicy, TrainConfig, TrainerSettings, TriggerPolicy
 
@@ -54,6 +55,7 @@ def trainer_settings(settings: Settings, **overrides: object) -> TrainerSettings
         work_dir=settings.data_dir / "work",  # on the data volume, where the next run clears what a killed one left
         cache_dir=settings.data_dir / "cache",
         max_lora_rank=settings.max_lora_rank,
+        adapter_files=adapter_files(settings),
         lora=settings.recipe(LoraRecipe),
         train=settings.recipe(TrainConfig, **overrides),
         gate=settings.recipe(GateConfig),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from flywheel.promotion import PromotionPolicy  # noqa: F401 - declared in the foundation, re-exported with the recipe
 
 if TYPE_CHECKING:
+    from adapters.files import AdapterFiles
     from adapters.registry import Registry
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -299,6 +300,10 @@ class TrainerSettings:
         metadata={"help": "Keeps what runs can share, such as the base model's gate answers (None: nothing kept)."},
     )
     max_lora_rank: int = field(default=16, metadata={"help": "Largest rank the engine serves."})
+    adapter_files: AdapterFiles | None = field(
+        default=None,
+        metadata={"help": "Where versions' files are published and read (adapters/files.py; None: adapters_dir)."},
+    )
     lora: LoraRecipe = field(default_factory=LoraRecipe, metadata={"help": "LoRA shape of fresh adapters."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation settings."})
     gate: GateConfig = field(default_factory=GateConfig, metadata={"help": "Evaluation gate thresholds."})
@@ -311,7 +316,7 @@ class TrainerSettings:
         from adapters.registry import Registry
 
         base = BaseModelInfo.from_dir(self.model_path)
-        return Registry(self.registry_db, self.adapters_dir, base, self.max_lora_rank)
+        return Registry(self.registry_db, self.adapters_dir, base, self.max_lora_rank, files=self.adapter_files)
 
 
 def config_dict(*configs: object) -> dict:

@@ -104,13 +104,15 @@ class Pipeline:
         plan = plan_stages(data.rows("sft"), data.rows("dpo"), data.rows("kto"), config)
         logger.info("run %d plan for %s: %s", self.run_id, self.adapter, "; ".join(plan.reasons))
         screen_or_raise(data, plan.preference, config)
-        results, quantized, notes = self._train(data, plan, work / "adapter", work / "trainer")
+        # production's files on this host (fetched from an object store if need be; AdapterUnavailable fails the run)
+        production_dir = self.registry.files.local_folder(self.production) if self.production else None
+        results, quantized, notes = self._train(data, plan, work / "adapter", work / "trainer", production_dir)
         self._check_stop()
         self.store.update(self.run_id, stage="gate")
         gate = evaluate(
             self.settings.model_path,
             work / "adapter",
-            self.production.path if self.production else None,
+            production_dir,
             data.held_out,
             self.settings.gate,
             config.num_threads,
@@ -138,10 +140,10 @@ class Pipeline:
         )
 
     def _train(
-        self, data: TrainingData, plan: StagePlan, adapter_dir: Path, out_dir: Path
+        self, data: TrainingData, plan: StagePlan, adapter_dir: Path, out_dir: Path, production_dir: Path | None
     ) -> tuple[list[StageResult], bool, list[str]]:
         config = self.settings.train
-        start_from = self.production.path if (self.production and config.continue_from_production) else None
+        start_from = production_dir if config.continue_from_production else None
         self.store.update(self.run_id, stage="load")
         tokenizer = load_tokenizer(self.settings.model_path)
         model, quantized = load_trainable(self.settings.model_path, self.settings.lora, config, start_from)
