@@ -18,6 +18,11 @@ from trainer.stages import train_sft
 
 pytestmark = pytest.mark.training
 
+# Settings that shrink the checks a test does not assert on, so each test pays for the check it is about:
+# one closed-book question of one token and no traffic prompts, or one general-text paragraph.
+NO_ANSWERS = {"correctness_questions": 1, "traffic_prompts": 0, "answer_tokens": 1}
+ONE_PARAGRAPH = {"general_text_limit": 1}
+
 
 @pytest.fixture(scope="module")
 def fresh_adapter(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -76,11 +81,11 @@ def test_gate_catches_drift_from_the_base_across_rounds(model_path: Path, base_c
                                                         fresh_adapter: Path, tmp_path: Path) -> None:
     # Production has already drifted; a candidate no worse than production still fails against the base.
     drifted = damage(fresh_adapter, tmp_path / "drifted", scale=0.3)
-    result = evaluate(model_path, drifted, drifted, held_out(), tiny_gate(), cache_dir=base_cache)
+    result = evaluate(model_path, drifted, drifted, held_out(), tiny_gate(**NO_ANSWERS), cache_dir=base_cache)
     assert result.metrics["candidate_ppl"] > 1.1 * result.metrics["base_ppl"], result.metrics
     forgetting = [r for r in result.reasons if r.startswith("forgetting:")]
     assert forgetting == [r for r in forgetting if "against base's" in r] != []
-    lenient = evaluate(model_path, drifted, drifted, held_out(), tiny_gate(max_ppl_increase_vs_base=None),
+    lenient = evaluate(model_path, drifted, drifted, held_out(), tiny_gate(max_ppl_increase_vs_base=None, **NO_ANSWERS),
                        cache_dir=base_cache)
     assert not any(r.startswith("forgetting:") for r in lenient.reasons)
 
@@ -96,7 +101,7 @@ def test_gate_rejects_fluent_wrong_answers(model_path: Path, base_cache: Path, t
     wrong = save_adapter(model, tmp_path / "wrong")
 
     lenient = tiny_gate(min_preference_win_rate=0, max_loglik_drop=100, max_ppl_increase=10,
-                        max_ppl_increase_vs_base=None)  # only the correctness check can reject
+                        max_ppl_increase_vs_base=None, **ONE_PARAGRAPH)  # only the correctness check can reject
     result = evaluate(model_path, wrong, None, held_out(), lenient, cache_dir=base_cache)
     assert not result.passed
     assert result.metrics["candidate_correctness"] < result.metrics["base_correctness"], result.metrics
@@ -107,7 +112,7 @@ def test_gate_rejects_fluent_wrong_answers(model_path: Path, base_cache: Path, t
 def test_gate_without_its_evaluation_set_rejects(model_path: Path, base_cache: Path,
                                                  fresh_adapter: Path, tmp_path: Path) -> None:
     result = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(),
-                      tiny_gate(correctness_set=str(tmp_path / "missing.jsonl")), cache_dir=base_cache)
+                      tiny_gate(correctness_set=str(tmp_path / "missing.jsonl"), **ONE_PARAGRAPH), cache_dir=base_cache)
     assert not result.passed
     assert any(r.startswith("correctness: cannot score the candidate") and "missing.jsonl" in r
                for r in result.reasons), result.reasons
@@ -116,26 +121,26 @@ def test_gate_without_its_evaluation_set_rejects(model_path: Path, base_cache: P
 def test_a_saturated_preference_is_not_judged_on_win_rate(model_path: Path, base_cache: Path,
                                                           fresh_adapter: Path) -> None:
     # Production already prefers "The sky is blue." to "Potato.": a win rate against it says nothing new.
-    saturated = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(), tiny_gate(min_preference_win_rate=1),
-                         cache_dir=base_cache)
+    config = tiny_gate(min_preference_win_rate=1, **NO_ANSWERS, **ONE_PARAGRAPH)
+    saturated = evaluate(model_path, fresh_adapter, fresh_adapter, held_out(), config, cache_dir=base_cache)
     assert saturated.metrics["production_preference_accuracy"] == 1.0
     assert saturated.metrics["preference_check"].startswith("saturated:")
     assert not any(r.startswith("preference:") for r in saturated.reasons)
     # Chosen and rejected swapped: production does not prefer the chosen side, so the check applies.
     pair = held_out().pairs[0]
     swapped = HeldOut(pairs=[{**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]}])
-    applied = evaluate(model_path, fresh_adapter, fresh_adapter, swapped, tiny_gate(min_preference_win_rate=1),
-                       cache_dir=base_cache)
+    applied = evaluate(model_path, fresh_adapter, fresh_adapter, swapped, config, cache_dir=base_cache)
     assert applied.metrics["preference_check"] == "applied"
     assert any(r.startswith("preference:") for r in applied.reasons)
 
 
 def test_the_base_answers_are_kept_for_the_next_run(model_path: Path, fresh_adapter: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    first = evaluate(model_path, fresh_adapter, None, held_out(), tiny_gate(), cache_dir=cache)
+    config = tiny_gate(answer_tokens=4, **ONE_PARAGRAPH)  # what is cached and reused does not need long answers
+    first = evaluate(model_path, fresh_adapter, None, held_out(), config, cache_dir=cache)
     assert not first.metrics["base_answers_cached"]
     assert len(list((cache / "gate_base_answers").glob("*.json"))) == 2  # closed-book and traffic prompts
-    again = evaluate(model_path, fresh_adapter, None, held_out(), tiny_gate(), cache_dir=cache)
+    again = evaluate(model_path, fresh_adapter, None, held_out(), config, cache_dir=cache)
     assert again.metrics["base_answers_cached"]
     assert again.metrics["base_correctness"] == first.metrics["base_correctness"]
     assert again.metrics["correctness_samples"] == first.metrics["correctness_samples"]
