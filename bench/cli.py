@@ -137,7 +137,7 @@ def suite(
     max_loras: int = typer.Option(4, min=1, help="FLYWHEEL_MAX_LORAS / --max-loras of the main runs."),
     alt_max_loras: int = typer.Option(16, min=0, help="Mixed loads again with this many slots; 0 skips."),
     swap_cycles: int = typer.Option(20, min=0, help="Promote/rollback cycles under load; 0 skips."),
-    peft_seconds: float = typer.Option(180, min=10, help="Time window of the naive PEFT server's load (it is serial)."),
+    peft_seconds: float = typer.Option(180, min=10, help="Load window of each PEFT server (naive, batched)."),
     model: Path = typer.Option(None, help=MODEL_HELP),
     out: Path = typer.Option(DOCS, help="Where bench_suite.json, bench_suite.md and the PNG are written."),
     work_dir: Path = typer.Option(None, help="Keep server logs and the built adapters here (default: a temp dir)."),

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_loras(model_dir: Path, folders: list[Path], *, rank: int = 16, seeds: list[int] | None = None) -> list[Path]:
-    """Save a distinct PEFT LoRA (q/k/v/o projections, non-zero random weights) for `model_dir` into each of
-    `folders`, the i-th drawn with seed `seeds[i]` (default: i), from one loaded model (loading is slow)."""
+def build_loras(model_dir: Path, folders: list[Path], *, rank: int = 16, seeds: list[int] | None = None,
+                std: float = 0.01) -> list[Path]:
+    """Save a distinct PEFT LoRA (q/k/v/o projections, non-zero random weights of deviation `std`) for
+    `model_dir` into each of `folders`, the i-th drawn with seed `seeds[i]` (default: i), from one loaded model
+    (loading is slow). The default is small: the adapter costs what a trained one costs without wrecking the
+    text; a test that needs answers the adapter visibly changes asks for more."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -18,10 +21,10 @@ def build_loras(model_dir: Path, folders: list[Path], *, rank: int = 16, seeds: 
     peft_model = get_peft_model(model, config)
     for folder, seed in zip(folders, range(len(folders)) if seeds is None else seeds, strict=True):
         torch.manual_seed(seed)
-        with torch.no_grad():  # small weights: the adapter costs what a trained one costs without wrecking the text
+        with torch.no_grad():
             for name, param in peft_model.named_parameters():
                 if "lora_A" in name or "lora_B" in name:
-                    param.normal_(0, 0.01)
+                    param.normal_(0, std)
         folder.mkdir(parents=True, exist_ok=True)
         peft_model.save_pretrained(folder)
     return list(folders)

@@ -4,7 +4,8 @@ Order of work (2 cores: a server under test never shares them with another one d
 vLLM's server and the gateway start side by side and take turns (A, B, A, B) on the same base load,
 so drift on a shared machine hits both; an idle server costs little (its CPU is recorded). Then
 vLLM stops and the gateway runs mixed loads over 0, 1, 4 and 16 adapters and the hot-swap cycles;
-a second gateway with more LoRA slots repeats the mixed loads; last, the naive PEFT server.
+a second gateway with more LoRA slots repeats the mixed loads; last, the naive PEFT server and its
+batched variant (bench/peft_server.py).
 """
 
 from __future__ import annotations
@@ -177,18 +178,22 @@ def _compare(vllm: RunningServer, gateway: RunningServer, config: SuiteConfig, s
 
 
 def _peft(config: SuiteConfig, steps: Steps, adapters_dir: Path, folders: list[Path], report: SuiteReport) -> None:
-    """The naive PEFT server at the largest mixed-adapter load, over a fixed time window."""
+    """The naive PEFT server, then its mixed-adapter batching variant, at the largest mixed-adapter load, each
+    over a fixed time window."""
     n = max(config.adapter_counts)
-    try:
-        with ExitStack() as stack:
-            with steps.phase("starting the naive transformers + PEFT server"):
-                server = stack.enter_context(peft_server(config.flags.model_dir, adapters_dir,
-                                                         adapters_dir.parent / "peft.log", config.peft_dtype))
-            summary = _run_mixed(server, config, steps, [f.name for f in folders[:n]], f"{n} adapters",
-                                 config.concurrency, deadline_s=config.peft_seconds)
-            report.mixed.append(MixedResult("peft", n, None, summary))
-    except Exception as e:  # the suite's other results still get written
-        report.errors.append(f"peft server: {type(e).__name__}: {e}"[-1500:])
+    for batched in (False, True):
+        name = "peft-batched" if batched else "peft"
+        try:
+            with ExitStack() as stack:
+                with steps.phase(f"starting the {'batched' if batched else 'naive'} transformers + PEFT server"):
+                    server = stack.enter_context(peft_server(config.flags.model_dir, adapters_dir,
+                                                             adapters_dir.parent / f"{name}.log", config.peft_dtype,
+                                                             batched=batched))
+                summary = _run_mixed(server, config, steps, [f.name for f in folders[:n]], f"{n} adapters",
+                                     config.concurrency, deadline_s=config.peft_seconds)
+                report.mixed.append(MixedResult(name, n, None, summary))
+        except Exception as e:  # the suite's other results still get written
+            report.errors.append(f"{name} server: {type(e).__name__}: {e}"[-1500:])
 
 
 def _hotswap(server: RunningServer, v1: Path, v2: Path, config: SuiteConfig, steps: Steps) -> HotSwapResult:

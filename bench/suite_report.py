@@ -80,11 +80,12 @@ class SuiteReport:
         """A mixed load's tokens/s over the base load on the same gateway (the PEFT one: the main gateway's)."""
         return ratio(m.summary.output_tokens_per_s, self.base_tokens_per_s(m.max_loras))
 
-    def peft_ratio(self) -> tuple[float | None, MixedResult | None, MixedResult | None]:
-        """Gateway / naive PEFT throughput at the same adapter count, the gateway configured for that many
-        adapters (`max_loras` >= the count, as an operator serving them would set it) when the suite ran one,
-        else the main gateway; `peft_ratios` has every configuration."""
-        peft = self._peft()
+    def peft_ratio(self, server: str = "peft") -> tuple[float | None, MixedResult | None, MixedResult | None]:
+        """Gateway / PEFT server throughput at the same adapter count (`server`: "peft", the naive one, or
+        "peft-batched"), the gateway configured for that many adapters (`max_loras` >= the count, as an operator
+        serving them would set it) when the suite ran one, else the main gateway; `peft_ratios` has every
+        configuration."""
+        peft = self._peft(server)
         if peft is None:
             return None, None, None
         gateways = self._gateways_at(peft.adapters)
@@ -101,8 +102,8 @@ class SuiteReport:
         return [(m.max_loras, ratio(m.summary.output_tokens_per_s, peft.summary.output_tokens_per_s))
                 for m in self._gateways_at(peft.adapters)]
 
-    def _peft(self) -> MixedResult | None:
-        return next((m for m in self.mixed if m.server == "peft"), None)
+    def _peft(self, server: str = "peft") -> MixedResult | None:
+        return next((m for m in self.mixed if m.server == server), None)
 
     def _gateways_at(self, adapters: int) -> list[MixedResult]:
         return [m for m in self.mixed if m.server == "gateway" and m.adapters == adapters]
@@ -119,6 +120,7 @@ class SuiteReport:
             "mixed": [{**asdict(m), "ratio_to_base": self.ratio_to_base(m)}
                       for m in self.mixed],
             "gateway_over_peft": self.peft_ratio()[0],
+            "gateway_over_peft_batched": self.peft_ratio("peft-batched")[0],
             "hotswap": {**asdict(self.hotswap), **self.hotswap.stats()} if self.hotswap else None,
             "errors": self.errors,
         }
@@ -163,6 +165,10 @@ def _mixed_section(report: SuiteReport) -> str:
                  f"{c.peft_seconds:.0f} s window, {peft.summary.output_tokens_per_s} tokens/s) against the gateway "
                  f"with max_loras {gw.max_loras} ({gw.summary.output_tokens_per_s} tokens/s) at {peft.adapters} "
                  f"adapters; every gateway configuration at that count: {each}") if gw and peft else "-"
+    b_value, b_gw, b_peft = report.peft_ratio("peft-batched")
+    batched_line = (f"{b_peft.summary.requests - b_peft.summary.errors} requests completed in its "
+                    f"{c.peft_seconds:.0f} s window, {b_peft.summary.output_tokens_per_s} tokens/s; the gateway with "
+                    f"max_loras {b_gw.max_loras} is {b_value}x it") if b_gw and b_peft else "not measured"
     return ("## 2. Many adapters through the gateway\n\n"
             f"Request i goes to adapter i mod n (rank {c.lora_rank}, q/k/v/o), {c.concurrency} at once, "
             f"{c.mixed_requests} requests of {c.max_tokens} tokens per load; ratio = tokens/s over the base-model "
@@ -173,7 +179,9 @@ def _mixed_section(report: SuiteReport) -> str:
             "## 3. Against the naive transformers + PEFT server\n\n"
             "`bench/peft_server.py`: one model, every adapter added with `load_adapter`, `set_adapter` and "
             f"`generate` under a lock per request ({c.peft_dtype}; the answer comes back whole, so its TTFT is its "
-            f"latency). Compared: {peft_line}.\n\nTarget (gateway >= {PEFT_TARGET}x): **{verdict}** ({value}x).")
+            f"latency). Compared: {peft_line}.\n\nTarget (gateway >= {PEFT_TARGET}x): **{verdict}** ({value}x).\n\n"
+            f"The batched variant (`--batched`: requests that wait share one `generate`, each row on its own adapter "
+            f"through PEFT's `adapter_names`, up to 16 rows; what a capable user would write): {batched_line}.")
 
 
 def _hotswap_section(report: SuiteReport) -> str:
@@ -268,7 +276,8 @@ def plot(report: SuiteReport, path: Path) -> Path:
     bars = [(f"{m.server}\n{'base' if not m.adapters else f'{m.adapters} ad.'}"
              + (f"\nmax_loras {m.max_loras}" if m.max_loras else ""),
              m.summary.output_tokens_per_s, m.server, m.max_loras) for m in report.mixed]
-    colors = {("gateway", report.config.flags.max_loras): "#3b6fb6", ("peft", None): "#c0504d"}
+    colors = {("gateway", report.config.flags.max_loras): "#3b6fb6", ("peft", None): "#c0504d",
+              ("peft-batched", None): "#e69138"}
     width, height, left, bottom, top = 120 + 110 * max(len(bars), 1), 460, 70, 70, 50
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)

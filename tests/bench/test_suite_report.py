@@ -29,6 +29,16 @@ def test_the_peft_server_meets_the_gateway_configured_for_its_adapters():
     assert gw.max_loras == 16 and value == 5.0
     assert report.peft_ratios() == [(4, 2.5), (16, 5.0)]
     assert "5.0x with max_loras 16" in markdown(report) and "2.5x with max_loras 4" in markdown(report)
+    assert report.peft_ratio("peft-batched") == (None, None, None) and "its own adapter" in markdown(report)
+
+
+def test_the_batched_peft_variant_is_compared_with_the_same_gateway():
+    report = _report(_result("gateway", 16, 16, 80.0), _result("peft", 16, None, 16.0),
+                     _result("peft-batched", 16, None, 40.0))
+    value, gw, peft = report.peft_ratio("peft-batched")
+    assert (value, gw.max_loras, peft.server) == (2.0, 16, "peft-batched")
+    assert report.as_dict()["gateway_over_peft_batched"] == 2.0 and report.as_dict()["gateway_over_peft"] == 5.0
+    assert "the gateway with max_loras 16 is 2.0x it" in markdown(report)
 
 
 def test_without_a_gateway_sized_for_them_the_main_one_is_used():
