@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from trainer_samples import assistant, dpo_rows, sft_rows, tiny_data, tiny_gate, user
+from trainer_samples import BRIEF_GATE, assistant, dpo_rows, sft_rows, tiny_data, tiny_gate, user
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainer.config import TrainerSettings
@@ -36,7 +36,7 @@ def test_preference_accuracy_scores_the_model_it_is_given(model_path) -> None:
 
 def skipping(settings: TrainerSettings, **train: object) -> TrainerSettings:
     lenient = tiny_gate(min_preference_win_rate=0.0, max_loglik_drop=100.0, max_ppl_increase=100.0,
-                        max_ppl_increase_vs_base=100.0, max_correctness_drop=1.0)
+                        max_ppl_increase_vs_base=100.0, max_correctness_drop=1.0, **BRIEF_GATE)
     return replace(settings, gate=lenient, train=replace(settings.train, skip_learned_preference=True, **train))
 
 

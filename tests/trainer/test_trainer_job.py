@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from trainer_samples import dpo_rows, kto_rows, sft_rows, tiny_data, tiny_gate
+from trainer_samples import BRIEF_GATE, dpo_rows, kto_rows, sft_rows, tiny_data, tiny_gate
 
 from adapters.errors import AdapterNotFound
 from adapters.runs import REFUSED_KEY, REQUESTS_KEY, RunStore
@@ -15,7 +15,7 @@ from trainer.job import run_job
 pytestmark = pytest.mark.training
 
 LENIENT = tiny_gate(min_preference_win_rate=0.0, max_loglik_drop=100.0, max_ppl_increase=100.0,
-                   max_ppl_increase_vs_base=100.0)
+                   max_ppl_increase_vs_base=100.0, **BRIEF_GATE)
 
 
 def test_run_trains_gates_registers_and_auto_promotes(trainer_settings: TrainerSettings) -> None:

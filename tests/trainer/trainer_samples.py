@@ -44,6 +44,11 @@ def tiny_gate(**overrides: object) -> GateConfig:
     return GateConfig(**{**values, **overrides})
 
 
+# For a test that asserts on a run, not on the gate's measurements: every check still runs, on one
+# closed-book question answered in one token, no traffic prompts and one general-text paragraph.
+BRIEF_GATE = {"correctness_questions": 1, "traffic_prompts": 0, "answer_tokens": 1, "general_text_limit": 1}
+
+
 def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
