@@ -41,6 +41,11 @@ class AdapterFiles(Protocol):
         """Make the checked copy in `staging` the files of `rel` (`<name>/v<N>`) for every host."""
         ...
 
+    def forget(self, version: AdapterVersion) -> bool:
+        """Drop this host's copy of the version so the next `local_folder` fetches it again; False when the
+        copy here is the stored files themselves (then a problem found in them is the version's)."""
+        ...
+
 
 class SharedFolder:
     """Today's layout: one folder every process mounts; `local_folder` is where the version already is."""
@@ -54,6 +59,9 @@ class SharedFolder:
     def local_folder(self, version: AdapterVersion) -> Path:
         """The version's folder in the shared adapters folder (it is never fetched: it is there or broken)."""
         return Path(version.path)
+
+    def forget(self, version: AdapterVersion) -> bool:
+        return False  # the shared folder is the store: there is nothing to fetch again
 
     def publish(self, staging: Path, rel: Path) -> None:
         """Rename the staging copy (on the same volume) into place: a version's folder is whole or absent."""

@@ -94,6 +94,14 @@ class ObjectStoreFiles:
         self._fetch(version, rel, records)
         return self._keep(rel)
 
+    def forget(self, version: AdapterVersion) -> bool:
+        """Drop the cached copy (a check found it changed or gone): the next `local_folder` fetches it anew."""
+        rel = version_dir(version.adapter, version.version).as_posix()
+        with self._lock:
+            self._verified.discard(rel)
+        self.cache.drop(rel)
+        return True
+
     def _keep(self, rel: str) -> Path:
         with self._lock:
             self._verified.add(rel)

@@ -149,11 +149,20 @@ class AdapterResolver:
 
         Blocking (run it on a thread). AdapterUnavailable propagates: a failed fetch says nothing of the version.
         """
+        files = self.registry.files
         try:
-            self.registry.files.local_folder(version)
+            files.local_folder(version)
+            if not (problems := self.integrity.check(version)) or not files.forget(version):
+                return problems
+            # A cached copy changed or left under this check (another process on this host evicted it): that
+            # says nothing of the version, so fetch it again, which checks it against the manifest once more.
+            files.local_folder(version)
         except FilesMismatch as e:
             return e.problems
-        return self.integrity.check(version)
+        if problems := self.integrity.check(version):  # churn on this host's disk again: not the version's fault
+            raise AdapterUnavailable(f"adapter version {version.lora_name}'s cached files changed while being "
+                                     f"checked ({'; '.join(problems)}); retry shortly")
+        return []
 
     async def _broken(self, version: AdapterVersion, problems: list[str], cause: Exception | None = None) -> None:
         """Record `version` as broken in the registry (off the event loop) and raise AdapterBroken."""

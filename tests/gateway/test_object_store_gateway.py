@@ -114,3 +114,21 @@ def test_a_tampered_object_marks_the_version_broken(adapter_store: AdapterStore,
         promote = client.post("/admin/adapters/bot/promote", json={"version": 2})
         assert promote.status_code in (409, 503), promote.text  # a broken version takes no alias
         assert chat(client, "bot").json()["adapter"] == "bot@1"  # the other version serves on
+
+
+def test_a_cached_copy_changed_on_this_host_is_fetched_again_and_the_version_stays_ready(
+    adapter_store: AdapterStore, base_dir: Path, tmp_path: Path
+):
+    # Another process on this host (its own cache of the same folder) may evict or rewrite a cached copy after
+    # this one checked it: the store's files are intact, so that must not mark the version broken for every host.
+    settings = store_settings(tmp_path, base_dir, adapter_store)
+    lora = write_lora(tmp_path / "lora", base_dir, seed=5)
+    with gateway(settings, FakeEngine()) as one:
+        assert register(one, "bot", lora).status_code == 201
+        assert chat(one, "bot").json()["adapter"] == "bot@1"
+        cached = settings.adapter_cache_dir / "bot" / "v1" / WEIGHTS
+        cached.write_bytes(b"not the weights")  # the next request's stat check sees the change and re-checks
+        r = chat(one, "bot")
+        assert r.status_code == 200 and r.json()["adapter"] == "bot@1", r.text
+        assert status_of(one, "bot", 1) == "ready"
+        assert cached.read_bytes() == (lora / WEIGHTS).read_bytes()  # fetched again from the store
