@@ -255,6 +255,8 @@ def soak(
     window: float = typer.Option(30, min=1, help="Seconds per latency window (p50/p99 per window)."),
     warmup: float = typer.Option(60, min=0, help="Seconds left out of RSS growth and p99 flatness."),
     sample_every: float = typer.Option(5, min=0.5, help="Seconds between samples of RSS, fds and WAL sizes."),
+    completions: int = typer.Option(32, min=1, help="Real completions served first, one at a time, for the "
+                                                    "feedback to rate."),
     model: Path = typer.Option(None, help=MODEL_HELP),
     max_num_seqs: int = typer.Option(64, help="FLYWHEEL_MAX_NUM_SEQS for the gateway."),
     out: Path = typer.Option(DOCS, help="Where bench_soak.json, bench_soak.md and bench_soak.png are written."),
@@ -271,7 +273,7 @@ def soak(
                             concurrency=concurrency, max_tokens=max_tokens,
                             adapter_ranks=tuple(int(r) for r in adapter_ranks.split(",")),
                             feedback_rate=feedback_rate, swap_every_s=swap_every, window_s=window, warmup_s=warmup,
-                            sample_every_s=sample_every, out_dir=out, work_dir=work_dir)
+                            sample_every_s=sample_every, completions=completions, out_dir=out, work_dir=work_dir)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     report = run_soak(config, Steps(console))

@@ -132,7 +132,8 @@ def test_a_short_soak_against_the_real_gateway(tmp_path: Path):
     """30 s of 8 streams over the base model and 3 adapters, feedback beside them, a promote and a rollback."""
     cmd = [sys.executable, "-m", "flywheel", "bench", "soak", "--duration", "30", "--concurrency", "8",
            "--max-tokens", "16", "--window", "10", "--warmup", "10", "--swap-every", "10", "--sample-every", "2",
-           "--feedback-rate", "20", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")]
+           "--feedback-rate", "20", "--completions", "4", "--out", str(tmp_path / "out"),
+           "--work-dir", str(tmp_path / "work")]  # 4 rated completions: each is served one at a time before the soak
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     log = tmp_path / "work" / "gateway.log"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + (log.read_text()[-3000:]
