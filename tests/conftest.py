@@ -10,4 +10,3 @@ from tests.s3_server import adapter_store, s3_endpoint  # noqa: F401
 def pytest_configure(config: pytest.Config) -> None:
     forget_terminal_size()
     share_cores()
-
